@@ -1,0 +1,149 @@
+//! Framing checks nginx makes before anything else (CONTRACT §3): a request
+//! with both `Content-Length` and `Transfer-Encoding`, a bad or duplicate
+//! `Content-Length`, or a missing or duplicate `Host` is a 400; headers over
+//! `max_header_size` are a 431. Pingora quietly repairs some of these (it
+//! drops `Content-Length` when `Transfer-Encoding` is present), so the HTTP/1
+//! check reads the raw header block as the client sent it.
+
+/// Why a request is refused before routing.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Malformed {
+    /// 400 `bad_request`, with the reason for the log.
+    BadRequest(&'static str),
+    /// 431 `headers_too_large`.
+    HeadersTooLarge,
+}
+
+/// Check an HTTP/1 request from its raw header block (request line included).
+pub fn check_h1(raw: &[u8], max_header_size: usize) -> Result<(), Malformed> {
+    if raw.len() > max_header_size {
+        return Err(Malformed::HeadersTooLarge);
+    }
+    let mut lines = raw.split(|&b| b == b'\n');
+    let request_line = lines.next().unwrap_or_default();
+    let http10 = trim(request_line).ends_with(b"HTTP/1.0");
+    let (mut hosts, mut lengths, mut encodings) = (0, 0, 0);
+    for line in lines {
+        let line = trim(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = (trim(&line[..colon]), trim(&line[colon + 1..]));
+        if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            lengths += 1;
+            if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+                return Err(Malformed::BadRequest("invalid Content-Length"));
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            encodings += 1;
+        }
+    }
+    if lengths > 1 {
+        return Err(Malformed::BadRequest("duplicate Content-Length"));
+    }
+    if lengths > 0 && encodings > 0 {
+        return Err(Malformed::BadRequest(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    if hosts > 1 {
+        return Err(Malformed::BadRequest("duplicate Host"));
+    }
+    if hosts == 0 && !http10 {
+        return Err(Malformed::BadRequest("missing Host"));
+    }
+    Ok(())
+}
+
+/// HTTP/2 framing is checked by the h2 codec; only the size is ours.
+pub fn check_h2(header_bytes: usize, max_header_size: usize) -> Result<(), Malformed> {
+    if header_bytes > max_header_size {
+        Err(Malformed::HeadersTooLarge)
+    } else {
+        Ok(())
+    }
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if first.is_ascii_whitespace() {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    while let [rest @ .., last] = s {
+        if last.is_ascii_whitespace() {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(raw: &str) -> Result<(), Malformed> {
+        check_h1(raw.as_bytes(), 16 * 1024)
+    }
+
+    #[test]
+    fn ordinary_requests_pass() {
+        assert_eq!(check("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Ok(()));
+        assert_eq!(
+            check("POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\n\r\n"),
+            Ok(())
+        );
+        assert_eq!(check("GET / HTTP/1.0\r\n\r\n"), Ok(()));
+    }
+
+    #[test]
+    fn content_length_with_transfer_encoding_is_400() {
+        let r = check(
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        assert!(matches!(r, Err(Malformed::BadRequest(_))));
+    }
+
+    #[test]
+    fn duplicate_or_bad_content_length_is_400() {
+        let dup =
+            check("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n");
+        assert_eq!(dup, Err(Malformed::BadRequest("duplicate Content-Length")));
+        let bad = check("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3x\r\n\r\n");
+        assert_eq!(bad, Err(Malformed::BadRequest("invalid Content-Length")));
+        let neg = check("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n");
+        assert_eq!(neg, Err(Malformed::BadRequest("invalid Content-Length")));
+    }
+
+    #[test]
+    fn missing_or_duplicate_host_is_400() {
+        assert_eq!(
+            check("GET / HTTP/1.1\r\n\r\n"),
+            Err(Malformed::BadRequest("missing Host"))
+        );
+        assert_eq!(
+            check("GET / HTTP/1.1\r\nHost: a\r\nHOST: b\r\n\r\n"),
+            Err(Malformed::BadRequest("duplicate Host"))
+        );
+    }
+
+    #[test]
+    fn oversized_headers_are_431() {
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(200)
+        );
+        assert_eq!(
+            check_h1(big.as_bytes(), 100),
+            Err(Malformed::HeadersTooLarge)
+        );
+        assert_eq!(check_h2(101, 100), Err(Malformed::HeadersTooLarge));
+        assert_eq!(check_h2(100, 100), Ok(()));
+    }
+}

@@ -1,0 +1,130 @@
+//! Who the client is. A peer that is not a trusted proxy is the client, and
+//! nothing it sends in `X-Forwarded-For` / `X-Real-IP` is believed. Behind a
+//! trusted proxy, `X-Forwarded-For` is walked from the right, skipping
+//! trusted hops (nginx `real_ip_recursive on`), so the leftmost entry — the
+//! one any client can write — is used only when every hop after it is trusted.
+
+use crate::checks::allowlist::{canonical, IpSet};
+use std::net::IpAddr;
+
+/// Find the client address from the peer and the headers it sent.
+pub fn resolve(
+    peer: IpAddr,
+    xff: Option<&[u8]>,
+    x_real_ip: Option<&[u8]>,
+    trusted: &IpSet,
+) -> IpAddr {
+    let peer = canonical(peer);
+    if trusted.is_empty() || !trusted.contains(peer) {
+        return peer;
+    }
+    if let Some(chain) = xff.and_then(|v| std::str::from_utf8(v).ok()) {
+        let mut client = peer;
+        for hop in chain.rsplit(',') {
+            match parse_hop(hop) {
+                Some(ip) => {
+                    client = ip;
+                    if !trusted.contains(ip) {
+                        return ip;
+                    }
+                }
+                // A garbled hop ends the walk: the last good one stands.
+                None => return client,
+            }
+        }
+        return client;
+    }
+    x_real_ip
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(parse_hop)
+        .unwrap_or(peer)
+}
+
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    let hop = hop
+        .strip_prefix('[')
+        .and_then(|h| h.split(']').next())
+        .unwrap_or(hop);
+    hop.parse::<IpAddr>().ok().map(canonical)
+}
+
+/// The `X-Forwarded-For` sent upstream: the received chain plus the peer
+/// when the peer is trusted, otherwise just the peer.
+pub fn forwarded_for(peer: IpAddr, received: Option<&[u8]>, trusted: &IpSet) -> String {
+    let peer = canonical(peer);
+    match received.and_then(|v| std::str::from_utf8(v).ok()) {
+        Some(chain) if !chain.trim().is_empty() && trusted.contains(peer) => {
+            format!("{}, {}", chain.trim(), peer)
+        }
+        _ => peer.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trusted(v: &[&str]) -> IpSet {
+        IpSet::parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn untrusted_peer_cannot_choose_its_address() {
+        let t = trusted(&["10.0.0.0/8"]);
+        let got = resolve(ip("203.0.113.9"), Some(b"1.2.3.4"), Some(b"5.6.7.8"), &t);
+        assert_eq!(got, ip("203.0.113.9"));
+        assert_eq!(
+            forwarded_for(ip("203.0.113.9"), Some(b"1.2.3.4"), &t),
+            "203.0.113.9"
+        );
+    }
+
+    #[test]
+    fn trusted_chain_is_walked_from_the_right() {
+        let t = trusted(&["10.0.0.0/8"]);
+        let xff = b"6.6.6.6, 198.51.100.7, 10.0.0.2";
+        assert_eq!(
+            resolve(ip("10.0.0.1"), Some(xff), None, &t),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            forwarded_for(ip("10.0.0.1"), Some(xff), &t),
+            "6.6.6.6, 198.51.100.7, 10.0.0.2, 10.0.0.1"
+        );
+    }
+
+    #[test]
+    fn all_trusted_falls_back_to_the_leftmost() {
+        let t = trusted(&["10.0.0.0/8"]);
+        assert_eq!(
+            resolve(ip("10.0.0.1"), Some(b"10.1.1.1, 10.2.2.2"), None, &t),
+            ip("10.1.1.1")
+        );
+    }
+
+    #[test]
+    fn garbage_hop_stops_the_walk() {
+        let t = trusted(&["10.0.0.0/8"]);
+        assert_eq!(
+            resolve(ip("10.0.0.1"), Some(b"1.1.1.1, junk, 10.0.0.3"), None, &t),
+            ip("10.0.0.3")
+        );
+    }
+
+    #[test]
+    fn x_real_ip_from_trusted_proxy_and_ipv6() {
+        let t = trusted(&["::1/128", "127.0.0.1"]);
+        assert_eq!(
+            resolve(ip("::1"), None, Some(b"2001:db8::5"), &t),
+            ip("2001:db8::5")
+        );
+        assert_eq!(
+            resolve(ip("::ffff:127.0.0.1"), Some(b"[2001:db8::7]"), None, &t),
+            ip("2001:db8::7")
+        );
+    }
+}

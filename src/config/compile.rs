@@ -1,0 +1,606 @@
+//! Validation and compilation in one pass: every check `colorgate check`
+//! promises (key files readable, certs parse, CIDRs valid, every route names
+//! a real upstream, every rate limit a real zone) happens while building the
+//! runtime [`Gateway`], so what passes `check` is exactly what serves. All
+//! problems are collected, not just the first.
+
+use super::schema::{self, Config};
+use super::ConfigError;
+use crate::checks::allowlist::IpSet;
+use crate::checks::concurrency::{UpstreamInflight, UserInflight};
+use crate::checks::jwt::{JwtSettings, JwtVerifier, KeySource};
+use crate::checks::rate_limit::{RateZone, ZoneSpec};
+use crate::gateway::{Gateway, ListenerSpec, ProcessSettings, Route, TlsSpec, ZoneKey};
+use crate::respond::{ErrorBodies, CODES};
+use crate::routes::{MatchKind, PathChange};
+use crate::upstream::{Policy, Timeouts, Upstream};
+use http::{HeaderName, HeaderValue};
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Build the runtime gateway from a parsed config. `file` anchors relative
+/// paths; `previous` lends state that must survive a reload.
+pub fn compile(
+    cfg: Config,
+    file: &Path,
+    previous: Option<&Gateway>,
+) -> Result<Gateway, Vec<ConfigError>> {
+    let mut errs = Vec::new();
+    let base = file.parent().unwrap_or(Path::new("."));
+    let resolve = |p: &str| -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+
+    let process = process_settings(&cfg, &resolve, &mut errs);
+    let upstreams = upstreams(&cfg, previous, &mut errs);
+    let jwt = jwt(&cfg, &resolve, &mut errs);
+
+    let allowlist = ip_set(&cfg.access.allowlist, "access.allowlist", &mut errs);
+    let trusted_proxies = ip_set(
+        &cfg.access.trusted_proxies,
+        "access.trusted_proxies",
+        &mut errs,
+    );
+    let zones = zones(&cfg, previous, &mut errs);
+
+    let mut routes = Vec::with_capacity(cfg.routes.len());
+    if cfg.routes.is_empty() {
+        errs.push(ConfigError::new("routes", "at least one route is required"));
+    }
+    for (i, r) in cfg.routes.iter().enumerate() {
+        let at = |k: &str| format!("routes[{i}].{k}");
+        if !r.path.starts_with('/') {
+            errs.push(ConfigError::new(
+                at("path"),
+                format!("must start with '/': {:?}", r.path),
+            ));
+        }
+        let upstream = match upstreams.get(&r.upstream) {
+            Some(u) => Some(u.clone()),
+            None => {
+                errs.push(ConfigError::new(
+                    at("upstream"),
+                    format!("unknown upstream {:?}", r.upstream),
+                ));
+                None
+            }
+        };
+        let uses_jwt = match r.auth {
+            Some(schema::RouteAuth::Jwt) => true,
+            Some(schema::RouteAuth::None) => false,
+            None => cfg.auth.jwt.is_some(),
+        };
+        if uses_jwt && cfg.auth.jwt.is_none() {
+            errs.push(ConfigError::new(
+                at("auth"),
+                "auth: jwt needs an auth.jwt section",
+            ));
+        }
+        if r.allowlist && cfg.access.allowlist.is_empty() {
+            errs.push(ConfigError::new(
+                at("allowlist"),
+                "allowlist: true with an empty access.allowlist would refuse everyone",
+            ));
+        }
+        let change = match (&r.rewrite, r.strip_prefix) {
+            (Some(_), true) => {
+                errs.push(ConfigError::new(
+                    at("rewrite"),
+                    "rewrite and strip_prefix exclude each other",
+                ));
+                PathChange::Keep
+            }
+            (Some(to), false) if !to.starts_with('/') => {
+                errs.push(ConfigError::new(
+                    at("rewrite"),
+                    format!("must start with '/': {to:?}"),
+                ));
+                PathChange::Keep
+            }
+            (Some(to), false) => PathChange::Rewrite(to.clone()),
+            (None, true) => PathChange::StripPrefix,
+            (None, false) => PathChange::Keep,
+        };
+        let (mut ip_zones, mut user_zones) = (Vec::new(), Vec::new());
+        for (j, name) in r.rate_limits.iter().enumerate() {
+            match zones.get(name) {
+                Some((ZoneKey::ClientIp, z)) => ip_zones.push(z.clone()),
+                Some((ZoneKey::User, z)) => {
+                    if !uses_jwt {
+                        errs.push(ConfigError::new(
+                            format!("routes[{i}].rate_limits[{j}]"),
+                            format!("zone {name:?} is keyed by user but the route has no auth"),
+                        ));
+                    }
+                    user_zones.push(z.clone())
+                }
+                None => errs.push(ConfigError::new(
+                    format!("routes[{i}].rate_limits[{j}]"),
+                    format!("unknown rate limit zone {name:?}"),
+                )),
+            }
+        }
+        if let Some(upstream) = upstream {
+            routes.push(Route {
+                path: r.path.clone(),
+                kind: match r.match_ {
+                    schema::Match::Exact => MatchKind::Exact,
+                    schema::Match::Prefix => MatchKind::Prefix,
+                },
+                change,
+                upstream,
+                jwt: uses_jwt,
+                allowlist: r.allowlist,
+                ip_zones,
+                user_zones,
+                access_log: r.access_log,
+            });
+        }
+    }
+
+    let mut response_headers = Vec::new();
+    for (name, value) in &cfg.headers.response {
+        let at = format!("headers.response.{name}");
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            (Ok(n), Ok(v)) => response_headers.push((n, v)),
+            (Err(_), _) => errs.push(ConfigError::new(at, "invalid header name")),
+            (_, Err(_)) => errs.push(ConfigError::new(at, "invalid header value")),
+        }
+    }
+    let hsts = (cfg.headers.hsts > 0).then(|| {
+        HeaderValue::from_str(&format!("max-age={}", cfg.headers.hsts))
+            .unwrap_or(HeaderValue::from_static("max-age=31536000"))
+    });
+
+    for code in cfg.errors.keys() {
+        if !CODES.contains(&code.as_str()) {
+            errs.push(ConfigError::new(
+                format!("errors.{code}"),
+                format!("unknown error code (one of: {})", CODES.join(", ")),
+            ));
+        }
+    }
+
+    if let Some(redis) = &cfg.redis {
+        errs.push(ConfigError::new(
+            "redis",
+            format!(
+                "a shared Redis store ({}) is not supported by this build yet",
+                redis.url
+            ),
+        ));
+    }
+    if cfg.concurrency.per_user == Some(0) {
+        errs.push(ConfigError::new(
+            "concurrency.per_user",
+            "must be at least 1",
+        ));
+    }
+    if cfg.concurrency.upstream == Some(0) {
+        errs.push(ConfigError::new(
+            "concurrency.upstream",
+            "must be at least 1",
+        ));
+    }
+    let max_header_size = cfg.limits.max_header_size.0;
+    if max_header_size < 1024 {
+        errs.push(ConfigError::new(
+            "limits.max_header_size",
+            "must be at least 1k",
+        ));
+    }
+    if cfg.access_log.path.is_empty() {
+        errs.push(ConfigError::new(
+            "access_log.path",
+            "must be a file path or \"-\"",
+        ));
+    }
+
+    let (Some(process), true) = (process, errs.is_empty()) else {
+        return Err(errs);
+    };
+    Ok(Gateway {
+        file: file.to_path_buf(),
+        loaded_at: SystemTime::now(),
+        process,
+        routes,
+        upstreams,
+        jwt,
+        allowlist: allowlist.unwrap_or_default(),
+        trusted_proxies: trusted_proxies.unwrap_or_default(),
+        zones,
+        per_user_cap: cfg.concurrency.per_user,
+        upstream_cap: cfg.concurrency.upstream,
+        user_inflight: previous.map_or_else(
+            || Arc::new(UserInflight::default()),
+            |p| p.user_inflight.clone(),
+        ),
+        max_body_size: cfg.limits.max_body_size.0,
+        max_header_size: usize::try_from(max_header_size).unwrap_or(usize::MAX),
+        keepalive_timeout: cfg.limits.keepalive_timeout.0,
+        body_timeout: cfg.limits.body_timeout.0,
+        response_headers,
+        hsts,
+        errors: ErrorBodies::new(&cfg.errors),
+        access_log_path: if cfg.access_log.path == "-" {
+            "-".into()
+        } else {
+            resolve(&cfg.access_log.path).display().to_string()
+        },
+    })
+}
+
+fn process_settings(
+    cfg: &Config,
+    resolve: &dyn Fn(&str) -> PathBuf,
+    errs: &mut Vec<ConfigError>,
+) -> Option<ProcessSettings> {
+    let mut ok = true;
+    let mut fail = |path: String, msg: String| {
+        errs.push(ConfigError::new(path, msg));
+        ok = false;
+    };
+    let s = &cfg.server;
+    if s.threads == 0 || s.threads > 1024 {
+        fail("server.threads".into(), "must be between 1 and 1024".into());
+    }
+    let admin = match &s.admin {
+        None => None,
+        Some(a) => match a.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                fail(
+                    "server.admin".into(),
+                    format!("invalid address {a:?} (use ip:port)"),
+                );
+                None
+            }
+        },
+    };
+    let mut listeners = Vec::new();
+    if cfg.listeners.is_empty() {
+        fail(
+            "listeners".into(),
+            "at least one listener is required".into(),
+        );
+    }
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        let addr = match l.address.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                fail(
+                    format!("listeners[{i}].address"),
+                    format!("invalid address {:?} (use ip:port)", l.address),
+                );
+                continue;
+            }
+        };
+        if admin == Some(addr) || listeners.iter().any(|x: &ListenerSpec| x.addr == addr) {
+            fail(
+                format!("listeners[{i}].address"),
+                format!("{addr} is used twice"),
+            );
+        }
+        let tls = match &l.tls {
+            None => None,
+            Some(t) => {
+                let min_tls13 = match t.min_version.as_str() {
+                    "1.2" => false,
+                    "1.3" => true,
+                    v => {
+                        fail(
+                            format!("listeners[{i}].tls.min_version"),
+                            format!("must be \"1.2\" or \"1.3\", not {v:?}"),
+                        );
+                        false
+                    }
+                };
+                let (cert, key) = (resolve(&t.cert), resolve(&t.key));
+                if let Err(e) = crate::tls::check_pair(&cert, &key) {
+                    fail(format!("listeners[{i}].tls"), e);
+                }
+                Some(TlsSpec {
+                    cert,
+                    key,
+                    min_tls13,
+                })
+            }
+        };
+        if l.redirect_https && tls.is_some() {
+            fail(
+                format!("listeners[{i}].redirect_https"),
+                "a TLS listener cannot redirect to itself".into(),
+            );
+        }
+        if l.http2.is_some() && tls.is_none() {
+            fail(
+                format!("listeners[{i}].http2"),
+                "HTTP/2 needs tls (h2c is not offered)".into(),
+            );
+        }
+        listeners.push(ListenerSpec {
+            addr,
+            redirect_https: l.redirect_https,
+            http2: tls.is_some() && l.http2.unwrap_or(true),
+            tls,
+        });
+    }
+    if cfg.listeners.iter().any(|l| l.redirect_https)
+        && !cfg.listeners.iter().any(|l| l.tls.is_some())
+    {
+        fail(
+            "listeners".into(),
+            "redirect_https needs a TLS listener to redirect to".into(),
+        );
+    }
+    let keepalive_pool = cfg
+        .upstreams
+        .values()
+        .map(|u| u.keepalive)
+        .sum::<usize>()
+        .max(1);
+    ok.then(|| ProcessSettings {
+        threads: s.threads,
+        pid_file: s.pid_file.clone(),
+        upgrade_sock: s.upgrade_sock.clone(),
+        grace_period: s.grace_period.0,
+        admin,
+        listeners,
+        keepalive_pool,
+    })
+}
+
+fn upstreams(
+    cfg: &Config,
+    previous: Option<&Gateway>,
+    errs: &mut Vec<ConfigError>,
+) -> BTreeMap<String, Arc<Upstream>> {
+    let mut out = BTreeMap::new();
+    if cfg.upstreams.is_empty() {
+        errs.push(ConfigError::new(
+            "upstreams",
+            "at least one upstream is required",
+        ));
+    }
+    for (name, u) in &cfg.upstreams {
+        let at = |k: &str| format!("upstreams.{name}.{k}");
+        if u.servers.is_empty() {
+            errs.push(ConfigError::new(
+                at("servers"),
+                "at least one server is required",
+            ));
+            continue;
+        }
+        let mut servers = Vec::new();
+        for (i, s) in u.servers.iter().enumerate() {
+            // Resolved once here, never on the request path.
+            match s.to_socket_addrs().map(|mut a| a.next()) {
+                Ok(Some(addr)) => servers.push((s.clone(), addr)),
+                _ => errs.push(ConfigError::new(
+                    format!("upstreams.{name}.servers[{i}]"),
+                    format!("cannot resolve {s:?} (use host:port)"),
+                )),
+            }
+        }
+        if let Some(hc) = &u.health_check {
+            if !hc.path.starts_with('/') {
+                errs.push(ConfigError::new(
+                    at("health_check.path"),
+                    "must start with '/'",
+                ));
+            }
+        }
+        // The in-flight count outlives a reload, or a reload would reset the cap.
+        let inflight = previous.and_then(|p| p.upstreams.get(name)).map_or_else(
+            || Arc::new(UpstreamInflight::default()),
+            |p| p.inflight.clone(),
+        );
+        let policy = match u.policy {
+            schema::Policy::LeastInflight => Policy::LeastInflight,
+            schema::Policy::RoundRobin => Policy::RoundRobin,
+        };
+        let timeouts = Timeouts {
+            connect: u.connect_timeout.0,
+            read: u.read_timeout.0,
+            write: u.write_timeout.0,
+        };
+        out.insert(
+            name.clone(),
+            Arc::new(Upstream::new(name, servers, policy, timeouts, inflight)),
+        );
+    }
+    out
+}
+
+fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
+    let mut bytes =
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    // One trailing newline is an editor's, not the key's.
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+    }
+    Ok(bytes)
+}
+
+fn jwt(
+    cfg: &Config,
+    resolve: &dyn Fn(&str) -> PathBuf,
+    errs: &mut Vec<ConfigError>,
+) -> Option<JwtVerifier> {
+    let j = cfg.auth.jwt.as_ref()?;
+    let at = |k: &str| format!("auth.jwt.{k}");
+    let mut algorithms = Vec::new();
+    for (i, a) in j.algorithms.iter().enumerate() {
+        match a.parse::<jsonwebtoken::Algorithm>() {
+            Ok(alg) => algorithms.push(alg),
+            Err(_) => errs.push(ConfigError::new(
+                format!("auth.jwt.algorithms[{i}]"),
+                format!("unknown algorithm {a:?}"),
+            )),
+        }
+    }
+    if j.algorithms.is_empty() {
+        errs.push(ConfigError::new(
+            at("algorithms"),
+            "at least one algorithm is required",
+        ));
+    }
+    let sources = [
+        j.secret_file.is_some(),
+        j.secret_env.is_some(),
+        j.public_key_file.is_some(),
+        j.jwks_file.is_some(),
+    ];
+    if sources.iter().filter(|x| **x).count() != 1 {
+        errs.push(ConfigError::new(
+            "auth.jwt",
+            "set exactly one of secret_file, secret_env, public_key_file, jwks_file",
+        ));
+        return None;
+    }
+    let key = if let Some(f) = &j.secret_file {
+        read_secret(&resolve(f))
+            .map(KeySource::Secret)
+            .map_err(|e| (at("secret_file"), e))
+    } else if let Some(var) = &j.secret_env {
+        std::env::var(var)
+            .map(|v| KeySource::Secret(v.into_bytes()))
+            .map_err(|_| {
+                (
+                    at("secret_env"),
+                    format!("environment variable {var} is not set"),
+                )
+            })
+    } else if let Some(f) = &j.public_key_file {
+        std::fs::read(resolve(f))
+            .map(KeySource::PublicKeyPem)
+            .map_err(|e| (at("public_key_file"), format!("cannot read {f}: {e}")))
+    } else if let Some(f) = &j.jwks_file {
+        std::fs::read_to_string(resolve(f))
+            .map(KeySource::Jwks)
+            .map_err(|e| (at("jwks_file"), format!("cannot read {f}: {e}")))
+    } else {
+        return None;
+    };
+    let key = match key {
+        Ok(k) => k,
+        Err((path, msg)) => {
+            errs.push(ConfigError::new(path, msg));
+            return None;
+        }
+    };
+    let signing_key_pem = match &j.signing_key_file {
+        None => None,
+        Some(f) => match std::fs::read(resolve(f)) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                errs.push(ConfigError::new(
+                    at("signing_key_file"),
+                    format!("cannot read {f}: {e}"),
+                ));
+                None
+            }
+        },
+    };
+    if j.user_claim.is_empty() {
+        errs.push(ConfigError::new(at("user_claim"), "must not be empty"));
+    }
+    let settings = JwtSettings {
+        algorithms,
+        key,
+        signing_key_pem,
+        require_exp: j.require_exp,
+        issuer: j.issuer.clone(),
+        audience: j.audience.clone(),
+        leeway_secs: j.leeway.0.as_secs(),
+        user_claim: j.user_claim.clone(),
+    };
+    match JwtVerifier::new(settings) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errs.push(ConfigError::new("auth.jwt", e));
+            None
+        }
+    }
+}
+
+fn ip_set(entries: &[String], path: &str, errs: &mut Vec<ConfigError>) -> Option<IpSet> {
+    match IpSet::parse(entries) {
+        Ok(s) => Some(s),
+        Err(bad) => {
+            for (i, msg) in bad {
+                errs.push(ConfigError::new(format!("{path}[{i}]"), msg));
+            }
+            None
+        }
+    }
+}
+
+fn zones(
+    cfg: &Config,
+    previous: Option<&Gateway>,
+    errs: &mut Vec<ConfigError>,
+) -> BTreeMap<String, (ZoneKey, Arc<RateZone>)> {
+    let mut out = BTreeMap::new();
+    for (name, z) in &cfg.rate_limits {
+        let at = |k: &str| format!("rate_limits.{name}.{k}");
+        let rate = match ZoneSpec::parse_rate(&z.rate) {
+            Ok(r) => r,
+            Err(e) => {
+                errs.push(ConfigError::new(at("rate"), e));
+                continue;
+            }
+        };
+        if z.nodelay && z.delay.is_some() {
+            errs.push(ConfigError::new(
+                at("delay"),
+                "delay and nodelay exclude each other",
+            ));
+        }
+        if z.store == schema::Store::Redis && cfg.redis.is_none() {
+            errs.push(ConfigError::new(
+                at("store"),
+                "store: redis needs a redis: section",
+            ));
+        }
+        if z.max_keys == 0 {
+            errs.push(ConfigError::new(at("max_keys"), "must be at least 1"));
+        }
+        let spec = ZoneSpec {
+            rate,
+            burst: z.burst,
+            delay: if z.nodelay {
+                u64::MAX
+            } else {
+                z.delay.unwrap_or(0)
+            },
+            max_keys: z.max_keys.max(1),
+        };
+        let key = match z.key {
+            schema::ZoneKey::ClientIp => ZoneKey::ClientIp,
+            schema::ZoneKey::User => ZoneKey::User,
+        };
+        // A zone whose definition did not change keeps its counters.
+        let zone = previous
+            .and_then(|p| p.zones.get(name))
+            .filter(|(k, old)| *k == key && old.spec == spec)
+            .map(|(_, old)| old.clone())
+            .unwrap_or_else(|| Arc::new(RateZone::new(name, spec)));
+        out.insert(name.clone(), (key, zone));
+    }
+    out
+}

@@ -1,0 +1,88 @@
+//! The Prometheus metrics of CONTRACT §5, registered once in the default
+//! registry (which Pingora's own metrics use too) and rendered by the admin
+//! listener.
+
+use prometheus::{
+    register_histogram, register_int_counter, register_int_counter_vec, register_int_gauge,
+    register_int_gauge_vec, Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+};
+use std::sync::OnceLock;
+
+pub struct Metrics {
+    pub requests: IntCounterVec,
+    pub denied: IntCounterVec,
+    pub upstream_seconds: Histogram,
+    pub upstream_healthy: IntGaugeVec,
+    pub inflight: IntGaugeVec,
+    pub reloads: IntCounterVec,
+    pub access_log_dropped: IntCounter,
+    pub connections: IntGauge,
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+/// The process's metrics, registered on first use.
+pub fn get() -> &'static Metrics {
+    METRICS.get_or_init(|| {
+        // Registration only fails on a duplicate name, which is a bug here.
+        Metrics {
+            requests: register_int_counter_vec!(
+                "colorgate_requests_total",
+                "Requests answered, by route and status",
+                &["route", "status"]
+            )
+            .expect("register colorgate_requests_total"),
+            denied: register_int_counter_vec!(
+                "colorgate_denied_total",
+                "Requests refused by a check, by reason",
+                &["reason"]
+            )
+            .expect("register colorgate_denied_total"),
+            upstream_seconds: register_histogram!(
+                "colorgate_upstream_seconds",
+                "Time from sending a request upstream to its response header",
+                vec![
+                    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                    60.0
+                ]
+            )
+            .expect("register colorgate_upstream_seconds"),
+            upstream_healthy: register_int_gauge_vec!(
+                "colorgate_upstream_healthy",
+                "1 when the server is considered healthy",
+                &["upstream", "server"]
+            )
+            .expect("register colorgate_upstream_healthy"),
+            inflight: register_int_gauge_vec!(
+                "colorgate_inflight",
+                "Requests in flight to an upstream",
+                &["upstream"]
+            )
+            .expect("register colorgate_inflight"),
+            reloads: register_int_counter_vec!(
+                "colorgate_config_reloads_total",
+                "Config reloads, by result",
+                &["result"]
+            )
+            .expect("register colorgate_config_reloads_total"),
+            access_log_dropped: register_int_counter!(
+                "colorgate_access_log_dropped_total",
+                "Access log lines dropped because the writer fell behind"
+            )
+            .expect("register colorgate_access_log_dropped_total"),
+            connections: register_int_gauge!(
+                "colorgate_connections_open",
+                "Client requests being handled"
+            )
+            .expect("register colorgate_connections_open"),
+        }
+    })
+}
+
+/// The text exposition of every registered metric.
+pub fn render() -> Vec<u8> {
+    use prometheus::Encoder;
+    let mut buf = Vec::with_capacity(8192);
+    let _ = prometheus::TextEncoder::new().encode(&prometheus::gather(), &mut buf);
+    buf
+}

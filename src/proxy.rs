@@ -1,0 +1,573 @@
+//! The request's story, in the contract's order (CONTRACT §3). Each step is
+//! one call into a small module under `checks/`; the first refusal answers.
+//!
+//! malformed? (400/431) → route (404) → allowlist (403) → per-IP rate limits
+//! (429) → JWT (401) → per-user rate limits and in-flight caps (429/503) →
+//! body size (413) → proxy, with forwarded headers set and client-sent ones
+//! replaced → security headers on the way back → access log and metrics.
+
+use crate::access_log::AccessLog;
+use crate::checks::{body_limit, jwt, rate_limit, request_sanity};
+use crate::gateway::{Gateway, Route, SharedGateway};
+use crate::respond::{self, Reject};
+use crate::{client_ip, routes};
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_core::protocols::http::ServerSession as HttpSession;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What kind of listener a proxy service serves.
+#[derive(Debug, Clone, Copy)]
+pub enum ListenerKind {
+    Plain,
+    Tls,
+    /// Answers every request with a 301 to the TLS listener on this port.
+    RedirectHttps {
+        tls_port: u16,
+    },
+}
+
+pub struct Proxy {
+    pub gateway: SharedGateway,
+    pub access_log: Arc<AccessLog>,
+    pub kind: ListenerKind,
+}
+
+/// Per-request state, from the first filter to the access log.
+pub struct Ctx {
+    gw: Arc<Gateway>,
+    start: Instant,
+    pub request_id: String,
+    route: Option<usize>,
+    /// The normalized path, when it differs from the request's.
+    path: Option<String>,
+    client_ip: Option<IpAddr>,
+    user: Option<String>,
+    /// `ok`, `none`, or why the token was refused.
+    auth: &'static str,
+    /// The check that refused the request (`allowlist`, `rate_limit:zone`, …).
+    deny: Option<String>,
+    body: body_limit::BodyCounter,
+    /// Held while the request is in flight; released on drop, on every path.
+    slots: Slots,
+    upstream_addr: Option<(usize, usize)>,
+    upstream_start: Option<Instant>,
+    upstream_time: Option<Duration>,
+    upstream_status: Option<u16>,
+}
+
+#[derive(Default)]
+struct Slots {
+    _upstream: Option<crate::checks::concurrency::UpstreamSlot>,
+    _user: Option<crate::checks::concurrency::UserSlot>,
+    _backend: Option<crate::upstream::BackendSlot>,
+}
+
+impl Ctx {
+    fn route(&self) -> Option<&Route> {
+        self.route.map(|i| &self.gw.routes[i])
+    }
+}
+
+/// A refusal decided by a check, with the reason for logs and metrics.
+struct Refusal {
+    reject: Reject,
+    deny: Option<String>,
+}
+
+impl From<Reject> for Refusal {
+    fn from(reject: Reject) -> Self {
+        Refusal { reject, deny: None }
+    }
+}
+
+impl Proxy {
+    fn tls(&self) -> bool {
+        matches!(self.kind, ListenerKind::Tls)
+    }
+
+    /// The checks, in order. `Ok(())` lets the request through.
+    async fn admit(&self, s: &mut Session, ctx: &mut Ctx) -> std::result::Result<(), Refusal> {
+        let gw = ctx.gw.clone();
+
+        // Framing nginx would refuse, before anything reads the request.
+        let sanity = match s.as_downstream() {
+            HttpSession::H1(h1) => {
+                request_sanity::check_h1(&h1.get_headers_raw_bytes(), gw.max_header_size)
+            }
+            _ => request_sanity::check_h2(header_bytes(s.req_header()), gw.max_header_size),
+        };
+        if let Err(m) = sanity {
+            let reject = match m {
+                request_sanity::Malformed::HeadersTooLarge => Reject::HeadersTooLarge,
+                request_sanity::Malformed::BadRequest(_) => Reject::BadRequest,
+            };
+            return Err(Refusal {
+                reject,
+                deny: Some("malformed".into()),
+            });
+        }
+
+        // Route on the normalized path; climbing above `/` is a 400.
+        let path = routes::normalize(s.req_header().uri.path()).map_err(|_| Refusal {
+            reject: Reject::BadRequest,
+            deny: Some("path".into()),
+        })?;
+        let idx = gw
+            .routes
+            .iter()
+            .position(|r| routes::matches(r.kind, &r.path, &path))
+            .ok_or(Reject::NotFound)?;
+        if let std::borrow::Cow::Owned(p) = path {
+            ctx.path = Some(p);
+        }
+        ctx.route = Some(idx);
+        let route = &gw.routes[idx];
+        let ip = ctx.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+
+        // Only allowed networks reach the GPU.
+        if route.allowlist && !gw.allowlist.contains(ip) {
+            return Err(Refusal {
+                reject: Reject::Forbidden,
+                deny: Some("allowlist".into()),
+            });
+        }
+
+        // Per-IP limits run before JWT, so a flood of bad tokens is cut cheaply.
+        if !route.ip_zones.is_empty() {
+            let key = ip_key(ip);
+            let zones: Vec<_> = route.ip_zones.iter().map(|z| (&**z, &key[..])).collect();
+            apply_rate_limit(&zones).await?;
+        }
+
+        // The token: checked in-process, never logged, never forwarded.
+        if route.jwt {
+            ctx.auth = "missing";
+            let verifier = gw.jwt.as_ref().ok_or(Reject::Internal)?;
+            let auth = s.req_header().headers.get(http::header::AUTHORIZATION);
+            let verified =
+                jwt::bearer_token(auth.map(|v| v.as_bytes())).and_then(|t| verifier.verify(t));
+            match verified {
+                Ok(user) => {
+                    ctx.auth = "ok";
+                    ctx.user = Some(user);
+                }
+                Err(why) => {
+                    ctx.auth = why.as_str();
+                    return Err(Refusal {
+                        reject: Reject::Unauthorized {
+                            bearer_sent: !why.is_missing(),
+                        },
+                        deny: Some("auth".into()),
+                    });
+                }
+            }
+        } else {
+            ctx.auth = "none";
+        }
+
+        // Per-user limits and the in-flight caps that protect the GPU.
+        if let Some(user) = ctx.user.as_deref() {
+            if !route.user_zones.is_empty() {
+                let zones: Vec<_> = route
+                    .user_zones
+                    .iter()
+                    .map(|z| (&**z, user.as_bytes()))
+                    .collect();
+                apply_rate_limit(&zones).await?;
+            }
+            if let Some(cap) = gw.per_user_cap {
+                let slot = gw.user_inflight.acquire(user, cap).ok_or_else(|| Refusal {
+                    reject: Reject::RateLimited { retry_after: 1 },
+                    deny: Some("concurrency:user".into()),
+                })?;
+                ctx.slots._user = Some(slot);
+            }
+        }
+        let slot = route
+            .upstream
+            .inflight
+            .acquire(gw.upstream_cap)
+            .ok_or_else(|| Refusal {
+                reject: Reject::Unavailable { retry_after: 1 },
+                deny: Some("concurrency:upstream".into()),
+            })?;
+        ctx.slots._upstream = Some(slot);
+
+        // Body size from Content-Length, before the upstream is contacted.
+        let declared = s
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if !body_limit::declared_fits(declared, gw.max_body_size) {
+            return Err(Refusal {
+                reject: Reject::PayloadTooLarge,
+                deny: Some("body_size".into()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Write one of our JSON errors and end the request.
+    async fn refuse(&self, s: &mut Session, ctx: &mut Ctx, reject: Reject) -> Result<()> {
+        let gw = ctx.gw.clone();
+        let body = gw.errors.body(reject, &ctx.request_id);
+        let header = respond::error_header(reject, &gw, &ctx.request_id, self.tls(), body.len())?;
+        if has_body(s.req_header()) {
+            // The body was not read: the connection cannot carry another request.
+            s.set_keepalive(None);
+        }
+        s.write_response_header(Box::new(header), false).await?;
+        s.write_response_body(Some(body), true).await?;
+        Ok(())
+    }
+
+    async fn redirect(&self, s: &mut Session, ctx: &mut Ctx, tls_port: u16) -> Result<()> {
+        let req = s.req_header();
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.host())
+            .unwrap_or("localhost");
+        let host = strip_port(host);
+        let uri = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        let location = if tls_port == 443 {
+            format!("https://{host}{uri}")
+        } else {
+            format!("https://{host}:{tls_port}{uri}")
+        };
+        let mut resp = ResponseHeader::build(301, Some(6))?;
+        resp.insert_header(http::header::LOCATION, location)?;
+        resp.insert_header(http::header::CONTENT_LENGTH, 0)?;
+        respond::add_common_headers(&mut resp, &ctx.gw, &ctx.request_id, false)?;
+        if has_body(s.req_header()) {
+            s.set_keepalive(None);
+        }
+        s.write_response_header(Box::new(resp), true).await
+    }
+}
+
+/// nginx limit_req across the route's zones: delay (without blocking a
+/// thread) or refuse.
+async fn apply_rate_limit(
+    zones: &[(&rate_limit::RateZone, &[u8])],
+) -> std::result::Result<(), Refusal> {
+    match rate_limit::check(zones, rate_limit::monotonic_ms()) {
+        rate_limit::Decision::Allow { delay_ms: 0 } => Ok(()),
+        rate_limit::Decision::Allow { delay_ms } => {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            Ok(())
+        }
+        rate_limit::Decision::Reject {
+            zone,
+            retry_after_secs,
+        } => Err(Refusal {
+            reject: Reject::RateLimited {
+                retry_after: retry_after_secs,
+            },
+            deny: Some(format!("rate_limit:{}", zones[zone].0.name)),
+        }),
+    }
+}
+
+fn ip_key(ip: IpAddr) -> [u8; 16] {
+    match crate::checks::allowlist::canonical(ip) {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+fn has_body(req: &RequestHeader) -> bool {
+    req.headers.contains_key(http::header::TRANSFER_ENCODING)
+        || req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
+fn header_bytes(req: &RequestHeader) -> usize {
+    req.headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + req.uri.path_and_query().map_or(0, |p| p.as_str().len())
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port → [v6]
+        return rest.find(']').map_or(host, |i| &host[..i + 2]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            gw: self.gateway.load_full(),
+            start: Instant::now(),
+            request_id: String::new(),
+            route: None,
+            path: None,
+            client_ip: None,
+            user: None,
+            auth: "none",
+            deny: None,
+            body: Default::default(),
+            slots: Slots::default(),
+            upstream_addr: None,
+            upstream_start: None,
+            upstream_time: None,
+            upstream_status: None,
+        }
+    }
+
+    /// The compression module is never used: skip its per-request cost.
+    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
+
+    async fn request_filter(&self, s: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let gw = ctx.gw.clone();
+        crate::metrics::get().connections.inc();
+        // Who is asking: the peer, or the client behind a trusted proxy.
+        let peer = s
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let headers = &s.req_header().headers;
+        ctx.client_ip = Some(client_ip::resolve(
+            peer,
+            headers.get("x-forwarded-for").map(|v| v.as_bytes()),
+            headers.get("x-real-ip").map(|v| v.as_bytes()),
+            &gw.trusted_proxies,
+        ));
+        let trusted_peer = !gw.trusted_proxies.is_empty() && gw.trusted_proxies.contains(peer);
+        ctx.request_id = match headers.get("x-request-id") {
+            Some(v) if trusted_peer && respond::acceptable_request_id(v.as_bytes()) => {
+                String::from_utf8_lossy(v.as_bytes()).into_owned()
+            }
+            _ => respond::new_request_id(),
+        };
+        s.set_keepalive(Some(gw.keepalive_timeout.as_secs()));
+
+        if let ListenerKind::RedirectHttps { tls_port } = self.kind {
+            self.redirect(s, ctx, tls_port).await?;
+            return Ok(true);
+        }
+        match self.admit(s, ctx).await {
+            Ok(()) => {
+                s.set_read_timeout(Some(gw.body_timeout));
+                Ok(false)
+            }
+            Err(refusal) => {
+                ctx.deny = refusal.deny;
+                self.refuse(s, ctx, refusal.reject).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _s: &mut Session,
+        body: &mut Option<Bytes>,
+        _end: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let len = body.as_ref().map_or(0, |b| b.len());
+        if !ctx.body.add(len, ctx.gw.max_body_size) {
+            // Stop before this chunk is forwarded: the upstream never sees
+            // more than the limit.
+            *body = None;
+            ctx.deny = Some("body_size".into());
+            return Error::e_explain(ErrorType::HTTPStatus(413), "body over max_body_size");
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(&self, _s: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let route_idx = ctx
+            .route
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
+        let upstream = &ctx.gw.routes[route_idx].upstream;
+        let (backend, peer, slot) = upstream.pick().ok_or_else(|| {
+            Error::explain(ErrorType::HTTPStatus(503), "every server is unhealthy")
+        })?;
+        let up_idx = ctx
+            .gw
+            .upstreams
+            .values()
+            .position(|u| Arc::ptr_eq(u, upstream))
+            .unwrap_or(0);
+        ctx.slots._backend = Some(slot);
+        ctx.upstream_addr = Some((up_idx, backend));
+        ctx.upstream_start = Some(Instant::now());
+        Ok(peer)
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        s: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(route) = ctx.route() {
+            if route.change != routes::PathChange::Keep || ctx.path.is_some() {
+                let path = ctx.path.as_deref().unwrap_or(req.uri.path());
+                let uri = routes::upstream_uri(&route.change, &route.path, path, req.uri.query());
+                let uri = uri
+                    .parse::<http::Uri>()
+                    .map_err(|e| Error::because(ErrorType::InternalError, "rewritten uri", e))?;
+                req.set_uri(uri);
+            }
+        }
+        // Headers of these names from the client are replaced, never passed on.
+        req.remove_header(&http::header::AUTHORIZATION);
+        let peer = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let ip = ctx.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let xff = peer.map(|p| {
+            client_ip::forwarded_for(
+                p,
+                req.headers.get("x-forwarded-for").map(|v| v.as_bytes()),
+                &ctx.gw.trusted_proxies,
+            )
+        });
+        req.insert_header("x-real-ip", ip.to_string())?;
+        if let Some(xff) = xff {
+            req.insert_header("x-forwarded-for", xff)?;
+        }
+        req.insert_header(
+            "x-forwarded-proto",
+            if self.tls() { "https" } else { "http" },
+        )?;
+        req.insert_header("x-request-id", ctx.request_id.as_str())?;
+        match &ctx.user {
+            Some(u) => req.insert_header("x-user-id", u.as_str())?,
+            None => {
+                req.remove_header("x-user-id");
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _s: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.upstream_status = Some(resp.status.as_u16());
+        if let Some(t) = ctx.upstream_start {
+            let elapsed = t.elapsed();
+            ctx.upstream_time = Some(elapsed);
+            crate::metrics::get()
+                .upstream_seconds
+                .observe(elapsed.as_secs_f64());
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _s: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        respond::add_common_headers(resp, &ctx.gw, &ctx.request_id, self.tls())
+    }
+
+    async fn fail_to_proxy(&self, s: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        use ErrorType::*;
+        let reject = match e.etype() {
+            HTTPStatus(code) => Some(Reject::from_status(*code)),
+            _ => match e.esource() {
+                ErrorSource::Upstream => match e.etype() {
+                    ReadTimedout | WriteTimedout => Some(Reject::GatewayTimeout),
+                    _ => Some(Reject::BadGateway),
+                },
+                ErrorSource::Downstream => match e.etype() {
+                    WriteError | ReadError | ConnectionClosed | ReadTimedout | WriteTimedout => {
+                        None
+                    }
+                    _ => Some(Reject::BadRequest),
+                },
+                ErrorSource::Internal | ErrorSource::Unset => Some(Reject::Internal),
+            },
+        };
+        let code = match reject {
+            Some(r) if s.response_written().is_none() => {
+                if let Err(err) = self.refuse(s, ctx, r).await {
+                    log::debug!("could not send the {} answer: {err}", r.status());
+                }
+                r.status()
+            }
+            _ => 0,
+        };
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// A refused request is not an error worth a log line; an upstream failure is.
+    fn suppress_error_log(&self, _s: &Session, _ctx: &Ctx, e: &Error) -> bool {
+        match e.etype() {
+            ErrorType::HTTPStatus(code) => *code < 500,
+            _ => *e.esource() == ErrorSource::Downstream,
+        }
+    }
+
+    async fn logging(&self, s: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        crate::metrics::get().connections.dec();
+        let status = s.response_written().map_or(0, |r| r.status.as_u16());
+        crate::observe::record(s, ctx_view(ctx), status, &self.access_log);
+    }
+}
+
+fn ctx_view(ctx: &Ctx) -> crate::observe::RequestRecord<'_> {
+    let route = ctx.route();
+    crate::observe::RequestRecord {
+        start: ctx.start,
+        request_id: &ctx.request_id,
+        route: route.map(|r| r.path.as_str()),
+        log: route.is_none_or(|r| r.access_log),
+        client_ip: ctx.client_ip,
+        user: ctx.user.as_deref(),
+        auth: ctx.auth,
+        deny: ctx.deny.as_deref(),
+        upstream_addr: ctx.upstream_addr.and_then(|(u, b)| {
+            ctx.gw
+                .upstreams
+                .values()
+                .nth(u)
+                .map(|u| u.backends[b].label.as_str())
+        }),
+        upstream_status: ctx.upstream_status,
+        upstream_time: ctx.upstream_time,
+        bytes_received: ctx.body.total(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_port_handles_names_v4_and_v6() {
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:8080"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+}

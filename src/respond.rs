@@ -1,0 +1,262 @@
+//! Our own answers: the contract's JSON error bodies
+//! (`{"error","message","request_id"}`), the status and extra headers for
+//! each kind of refusal, and the headers every response carries (security
+//! headers, `X-Request-Id`, HSTS on TLS).
+
+use crate::gateway::Gateway;
+use bytes::Bytes;
+use pingora_http::ResponseHeader;
+use std::collections::BTreeMap;
+
+/// Every way colorgate answers a request itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    BadRequest,
+    /// `bearer_sent`: a Bearer token was sent (and was bad).
+    Unauthorized {
+        bearer_sent: bool,
+    },
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    HeadersTooLarge,
+    RateLimited {
+        retry_after: u64,
+    },
+    BadGateway,
+    Unavailable {
+        retry_after: u64,
+    },
+    GatewayTimeout,
+    Internal,
+}
+
+/// The error codes, in the order of [`Reject::index`].
+pub const CODES: [&str; 11] = [
+    "bad_request",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "payload_too_large",
+    "headers_too_large",
+    "rate_limited",
+    "bad_gateway",
+    "unavailable",
+    "gateway_timeout",
+    "internal_error",
+];
+
+const DEFAULT_MESSAGES: [&str; 11] = [
+    "malformed request",
+    "a valid access token is required",
+    "access from your address is not allowed",
+    "no route matches this path",
+    "request body exceeds the size limit",
+    "request headers exceed the size limit",
+    "too many requests, retry later",
+    "the upstream service is unreachable",
+    "the upstream service is unavailable, retry later",
+    "the upstream service timed out",
+    "internal error",
+];
+
+impl Reject {
+    fn index(self) -> usize {
+        match self {
+            Reject::BadRequest => 0,
+            Reject::Unauthorized { .. } => 1,
+            Reject::Forbidden => 2,
+            Reject::NotFound => 3,
+            Reject::PayloadTooLarge => 4,
+            Reject::HeadersTooLarge => 5,
+            Reject::RateLimited { .. } => 6,
+            Reject::BadGateway => 7,
+            Reject::Unavailable { .. } => 8,
+            Reject::GatewayTimeout => 9,
+            Reject::Internal => 10,
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        [400, 401, 403, 404, 413, 431, 429, 502, 503, 504, 500][self.index()]
+    }
+
+    pub fn code(self) -> &'static str {
+        CODES[self.index()]
+    }
+
+    /// The refusal for an error status Pingora or a check produced.
+    pub fn from_status(status: u16) -> Reject {
+        match status {
+            400 => Reject::BadRequest,
+            401 => Reject::Unauthorized { bearer_sent: true },
+            403 => Reject::Forbidden,
+            404 => Reject::NotFound,
+            413 => Reject::PayloadTooLarge,
+            431 => Reject::HeadersTooLarge,
+            429 => Reject::RateLimited { retry_after: 1 },
+            502 => Reject::BadGateway,
+            503 => Reject::Unavailable { retry_after: 1 },
+            504 => Reject::GatewayTimeout,
+            s if (400..500).contains(&s) => Reject::BadRequest,
+            _ => Reject::Internal,
+        }
+    }
+}
+
+/// The error bodies with their messages (defaults or `errors:` overrides),
+/// rendered once at load up to the request id.
+#[derive(Debug)]
+pub struct ErrorBodies {
+    prefixes: Vec<String>,
+}
+
+impl ErrorBodies {
+    /// `overrides` maps an error code to its message; unknown codes are
+    /// reported by the caller's validation, not here.
+    pub fn new(overrides: &BTreeMap<String, String>) -> ErrorBodies {
+        let prefixes = CODES
+            .iter()
+            .zip(DEFAULT_MESSAGES)
+            .map(|(code, default)| {
+                let msg = overrides.get(*code).map_or(default, |s| s.as_str());
+                let mut p = String::from("{\"error\":\"");
+                p.push_str(code);
+                p.push_str("\",\"message\":");
+                crate::json::push_str(&mut p, msg);
+                p.push_str(",\"request_id\":");
+                p
+            })
+            .collect();
+        ErrorBodies { prefixes }
+    }
+
+    pub fn body(&self, reject: Reject, request_id: &str) -> Bytes {
+        let prefix = &self.prefixes[reject.index()];
+        let mut s = String::with_capacity(prefix.len() + request_id.len() + 4);
+        s.push_str(prefix);
+        crate::json::push_str(&mut s, request_id);
+        s.push('}');
+        Bytes::from(s)
+    }
+}
+
+/// Add what every response carries: the configured security headers, the
+/// request id, and HSTS on TLS listeners.
+pub fn add_common_headers(
+    resp: &mut ResponseHeader,
+    gw: &Gateway,
+    request_id: &str,
+    tls: bool,
+) -> pingora_error::Result<()> {
+    for (name, value) in &gw.response_headers {
+        resp.insert_header(name.clone(), value.clone())?;
+    }
+    resp.insert_header("x-request-id", request_id)?;
+    if tls {
+        if let Some(hsts) = &gw.hsts {
+            resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone())?;
+        }
+    }
+    Ok(())
+}
+
+/// The full response header for a refusal.
+pub fn error_header(
+    reject: Reject,
+    gw: &Gateway,
+    request_id: &str,
+    tls: bool,
+    body_len: usize,
+) -> pingora_error::Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(reject.status(), Some(8))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body_len)?;
+    resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    match reject {
+        Reject::Unauthorized { bearer_sent } => {
+            let v = if bearer_sent {
+                "Bearer realm=\"colorgate\", error=\"invalid_token\""
+            } else {
+                "Bearer realm=\"colorgate\""
+            };
+            resp.insert_header(http::header::WWW_AUTHENTICATE, v)?;
+        }
+        Reject::RateLimited { retry_after } | Reject::Unavailable { retry_after } => {
+            resp.insert_header(http::header::RETRY_AFTER, retry_after.max(1))?;
+        }
+        _ => {}
+    }
+    add_common_headers(&mut resp, gw, request_id, tls)?;
+    Ok(resp)
+}
+
+/// A fresh request id: 32 hex digits from a per-thread generator, so ids
+/// are unique without a shared counter or a syscall per request.
+pub fn new_request_id() -> String {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(rand::random::<u64>() | 1);
+    }
+    let mut out = String::with_capacity(32);
+    STATE.with(|s| {
+        for _ in 0..2 {
+            // xorshift64*: fast, and seeded per thread from the OS.
+            let mut x = s.get();
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            s.set(x);
+            let v = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
+            for shift in (0..16).rev() {
+                let nibble = ((v >> (shift * 4)) & 0xf) as u8;
+                out.push(char::from(b"0123456789abcdef"[nibble as usize]));
+            }
+        }
+    });
+    out
+}
+
+/// A request id from a trusted proxy is kept if it looks like one.
+pub fn acceptable_request_id(v: &[u8]) -> bool {
+    !v.is_empty() && v.len() <= 128 && v.iter().all(|b| b.is_ascii_graphic())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_is_the_contract_json() {
+        let mut o = BTreeMap::new();
+        o.insert(
+            "unauthorized".to_string(),
+            "请提供有效的访问令牌".to_string(),
+        );
+        let bodies = ErrorBodies::new(&o);
+        let b = bodies.body(Reject::Unauthorized { bearer_sent: false }, "abc");
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["error"], "unauthorized");
+        assert_eq!(v["message"], "请提供有效的访问令牌");
+        assert_eq!(v["request_id"], "abc");
+        let nf: serde_json::Value =
+            serde_json::from_slice(&bodies.body(Reject::NotFound, "x")).unwrap();
+        assert_eq!(nf["error"], "not_found");
+    }
+
+    #[test]
+    fn request_ids_are_32_hex_and_distinct() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn statuses_map_both_ways() {
+        for s in [400, 401, 403, 404, 413, 431, 429, 502, 503, 504] {
+            assert_eq!(Reject::from_status(s).status(), s);
+        }
+    }
+}

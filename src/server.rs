@@ -1,0 +1,195 @@
+//! Turning a compiled gateway into a running Pingora server: one proxy
+//! service per kind of listener (plain, TLS, redirect), the admin service,
+//! our signal handling (SIGHUP reload, SIGUSR1 reopen logs, SIGQUIT/SIGTERM/
+//! SIGINT as Pingora defines them), and the final access-log flush.
+
+use crate::access_log::AccessLog;
+use crate::admin::Admin;
+use crate::gateway::{Gateway, ListenerSpec, SharedGateway};
+use crate::proxy::{ListenerKind, Proxy};
+use crate::reload::Reloader;
+use async_trait::async_trait;
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora_core::services::listening::Service;
+use pingora_core::services::ServiceWithDependents;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// How `run` was asked to start.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StartMode {
+    pub upgrade: bool,
+    pub daemon: bool,
+}
+
+/// Build and run the server until it is told to stop. `extra` services
+/// (the demo's stand-in colorizer) run in the same process.
+pub fn run(
+    gateway: SharedGateway,
+    reloader: Option<Reloader>,
+    mode: StartMode,
+    extra: Vec<Box<dyn ServiceWithDependents>>,
+) -> Result<(), String> {
+    let gw = gateway.load_full();
+    let access_log = Arc::new(
+        AccessLog::start(&gw.access_log_path)
+            .map_err(|e| format!("access_log.path {}: {e}", gw.access_log_path))?,
+    );
+    let p = &gw.process;
+    let mut conf = ServerConf::default();
+    conf.threads = p.threads;
+    conf.pid_file = p.pid_file.clone();
+    conf.upgrade_sock = p.upgrade_sock.clone();
+    conf.grace_period_seconds = Some(p.grace_period.as_secs());
+    conf.graceful_shutdown_timeout_seconds = Some(p.grace_period.as_secs().max(1));
+    conf.upstream_keepalive_pool_size = p.keepalive_pool;
+    conf.daemon = mode.daemon;
+    conf.daemon_wait_for_ready = mode.daemon;
+    let opt = Opt {
+        upgrade: mode.upgrade,
+        daemon: mode.daemon,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let tls_port = p
+        .listeners
+        .iter()
+        .find(|l| l.tls.is_some())
+        .map(|l| l.addr.port());
+    for l in &p.listeners {
+        let kind = match (l.redirect_https, &l.tls, tls_port) {
+            (true, _, Some(port)) => ListenerKind::RedirectHttps { tls_port: port },
+            (_, Some(_), _) => ListenerKind::Tls,
+            _ => ListenerKind::Plain,
+        };
+        let proxy = Proxy {
+            gateway: gateway.clone(),
+            access_log: access_log.clone(),
+            kind,
+        };
+        let mut svc = pingora_proxy::http_proxy_service_with_name(
+            &server.configuration,
+            proxy,
+            &format!("colorgate {}", l.addr),
+        );
+        add_listener(&mut svc, l)?;
+        server.add_service(svc);
+    }
+    if let Some(addr) = p.admin {
+        let mut admin = Service::new(
+            "colorgate admin".to_string(),
+            Admin {
+                gateway: gateway.clone(),
+                started: Instant::now(),
+            },
+        );
+        admin.add_tcp(&addr.to_string());
+        admin.threads = Some(1);
+        server.add_service(admin);
+    }
+    for svc in extra {
+        server.add_boxed_service(svc);
+    }
+    drop(gw);
+
+    let signals = Signals {
+        reloader,
+        access_log: access_log.clone(),
+    };
+    server.run(RunArgs {
+        shutdown_signal: Box::new(signals),
+    });
+    // Every line of the requests that finished in the grace period.
+    access_log.flush();
+    Ok(())
+}
+
+fn add_listener<A>(svc: &mut Service<A>, l: &ListenerSpec) -> Result<(), String> {
+    let addr = l.addr.to_string();
+    match &l.tls {
+        None => svc.add_tcp(&addr),
+        Some(tls) => {
+            let settings = crate::tls::settings(tls, l.http2)?;
+            svc.add_tls_with_settings(&addr, None, settings);
+        }
+    }
+    Ok(())
+}
+
+/// Pingora's shutdown signals, plus the two it does not know: SIGHUP and SIGUSR1.
+struct Signals {
+    reloader: Option<Reloader>,
+    access_log: Arc<AccessLog>,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        let streams = (|| {
+            Ok::<_, std::io::Error>((
+                signal(SignalKind::hangup())?,
+                signal(SignalKind::user_defined1())?,
+                signal(SignalKind::quit())?,
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+            ))
+        })();
+        let (mut hup, mut usr1, mut quit, mut term, mut int) = match streams {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot install signal handlers: {e}");
+                return ShutdownSignal::FastShutdown;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => match &self.reloader {
+                    // Reading files is blocking: keep it off the runtime's worker.
+                    Some(r) => {
+                        let r = r.clone();
+                        let log = self.access_log.clone();
+                        let _ = tokio::task::spawn_blocking(move || r.reload(&log)).await;
+                    }
+                    None => log::warn!("SIGHUP: this instance has no config file to reload"),
+                },
+                _ = usr1.recv() => {
+                    log::info!("SIGUSR1: reopening the access log");
+                    self.access_log.reopen();
+                }
+                _ = quit.recv() => {
+                    self.access_log.flush();
+                    return ShutdownSignal::GracefulUpgrade;
+                }
+                _ = term.recv() => return ShutdownSignal::GracefulTerminate,
+                _ = int.recv() => return ShutdownSignal::FastShutdown,
+            }
+        }
+    }
+}
+
+/// Used by `check`, `run` and reload: what a new config would change that
+/// only a restart (`-u`) can apply.
+pub fn restart_only_changes(old: &Gateway, new: &Gateway) -> Vec<&'static str> {
+    let (a, b) = (&old.process, &new.process);
+    let mut out = Vec::new();
+    if a.listeners != b.listeners {
+        out.push("listeners");
+    }
+    if a.threads != b.threads {
+        out.push("server.threads");
+    }
+    if a.admin != b.admin {
+        out.push("server.admin");
+    }
+    if a.pid_file != b.pid_file
+        || a.upgrade_sock != b.upgrade_sock
+        || a.grace_period != b.grace_period
+    {
+        out.push("server.pid_file/upgrade_sock/grace_period");
+    }
+    out
+}

@@ -1,0 +1,242 @@
+//! A recording HTTP/1.1 upstream: one thread per connection, keep-alive, Content-Length
+//! and chunked request bodies. Every request is recorded before it is answered.
+//!
+//! Behaviour switches are matched anywhere in the path, so they survive route prefixes
+//! (`/api/slow/300` works like `/slow/300`):
+//! - `/slow/<ms>`: sleep `ms` before answering (timeouts, in-flight caps, graceful upgrade);
+//! - `/status/<code>`: answer that status (bodiless for 204/304; avoid 1xx);
+//! - `/big/<n>`: answer `n` bytes of `x` as application/octet-stream;
+//! - otherwise 200 `application/json`:
+//!   `{"ok":true,"method":..,"uri":..,"headers":{lowercase name: value},"body_len":N}`
+//!   (repeated headers are joined with ", ").
+
+use super::http::{find_header, read_body, read_headers, read_line};
+use std::collections::HashMap;
+use std::io::{BufReader, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// A request as the upstream received it from the gateway.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub uri: String,
+    pub version: String,
+    /// Lowercase names, wire order, duplicates kept.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// Sequence number of the TCP connection it came on (equal numbers = connection reuse).
+    pub conn: usize,
+}
+
+impl RecordedRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+    pub fn body_len(&self) -> usize {
+        self.body.len()
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    stop: AtomicBool,
+    log: Mutex<Vec<RecordedRequest>>,
+    /// Open connections, so Drop can shut them down and unblock their threads.
+    conns: Mutex<HashMap<usize, TcpStream>>,
+    next_conn: AtomicUsize,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+pub struct Upstream {
+    port: u16,
+    shared: Arc<Shared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Upstream {
+    /// Listens on 127.0.0.1:<ephemeral> (bound here, so no port race) and serves until dropped.
+    pub fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        let port = listener.local_addr().unwrap().port();
+        let shared = Arc::new(Shared::default());
+        let sh = shared.clone();
+        let accept = thread::spawn(move || {
+            for stream in listener.incoming() {
+                if sh.stop.load(SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let id = sh.next_conn.fetch_add(1, SeqCst);
+                if let Ok(clone) = stream.try_clone() {
+                    sh.conns.lock().unwrap().insert(id, clone);
+                }
+                let sh = sh.clone();
+                thread::spawn(move || {
+                    serve(&sh, stream, id);
+                    sh.conns.lock().unwrap().remove(&id);
+                });
+            }
+        });
+        Upstream {
+            port,
+            shared,
+            accept: Some(accept),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+    /// `127.0.0.1:<port>`, as written in the gateway's `servers:` list.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+    /// Snapshot of everything recorded so far.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.log.lock().unwrap().clone()
+    }
+    pub fn clear(&self) {
+        self.shared.log.lock().unwrap().clear();
+    }
+    /// Polls until at least `n` requests were recorded; panics after `timeout`.
+    /// Requests are recorded before `/slow/` sleeps, so this also tells "it is in flight".
+    pub fn wait_for_requests(&self, n: usize, timeout: Duration) -> Vec<RecordedRequest> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let reqs = self.requests();
+            if reqs.len() >= n {
+                return reqs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "upstream got {} requests, wanted {n}: {reqs:#?}",
+                reqs.len()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+    /// TCP connections accepted so far (pooling tests: fewer connections than requests).
+    pub fn connections(&self) -> usize {
+        self.shared.next_conn.load(SeqCst)
+    }
+    /// Requests received but not yet answered right now.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(SeqCst)
+    }
+    /// Highest `in_flight` seen (concurrency-cap tests).
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.max_in_flight.load(SeqCst)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port)); // unblock accept()
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+        for (_, c) in self.shared.conns.lock().unwrap().drain() {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// Number after `key` anywhere in the path, e.g. `path_arg("/a/slow/250/b", "/slow/") == Some(250)`.
+fn path_arg(uri: &str, key: &str) -> Option<u64> {
+    let path = uri.split('?').next()?;
+    let rest = &path[path.find(key)? + key.len()..];
+    rest.split('/').next()?.parse().ok()
+}
+
+fn serve(sh: &Shared, stream: TcpStream, conn: usize) {
+    let Ok(mut out) = stream.try_clone() else {
+        return;
+    };
+    let mut r = BufReader::new(stream);
+    loop {
+        let Some(start) = read_line(&mut r) else {
+            return;
+        };
+        if start.is_empty() {
+            continue; // stray CR LF between requests is allowed
+        }
+        let headers = read_headers(&mut r);
+        let mut parts = start.split_whitespace().map(str::to_string);
+        let (method, uri, version) = (
+            parts.next().unwrap(),
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        );
+        if find_header(&headers, "expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+            let _ = out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        let body = read_body(&mut r, &headers, false);
+        let close = version == "HTTP/1.0"
+            || find_header(&headers, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let req = RecordedRequest {
+            method,
+            uri,
+            version,
+            headers,
+            body,
+            conn,
+        };
+        let now = sh.in_flight.fetch_add(1, SeqCst) + 1;
+        sh.max_in_flight.fetch_max(now, SeqCst);
+        sh.log.lock().unwrap().push(req.clone());
+
+        if let Some(ms) = path_arg(&req.uri, "/slow/") {
+            thread::sleep(Duration::from_millis(ms));
+        }
+        let status = path_arg(&req.uri, "/status/").map_or(200, |s| s as u16);
+        let (ctype, payload) = match path_arg(&req.uri, "/big/") {
+            Some(n) => ("application/octet-stream", vec![b'x'; n as usize]),
+            None => ("application/json", default_body(&req)),
+        };
+        let mut head = format!(
+            "HTTP/1.1 {status} {}\r\n",
+            if status < 400 { "OK" } else { "Error" }
+        );
+        if status != 204 && status != 304 {
+            head += &format!(
+                "Content-Type: {ctype}\r\nContent-Length: {}\r\n",
+                payload.len()
+            );
+        }
+        if close {
+            head += "Connection: close\r\n";
+        }
+        head += "\r\n";
+        let mut bytes = head.into_bytes();
+        if req.method != "HEAD" && status != 204 && status != 304 {
+            bytes.extend(payload);
+        }
+        let ok = out.write_all(&bytes).is_ok();
+        sh.in_flight.fetch_sub(1, SeqCst);
+        if close || !ok {
+            let _ = out.shutdown(Shutdown::Both);
+            return;
+        }
+    }
+}
+
+fn default_body(req: &RecordedRequest) -> Vec<u8> {
+    let mut headers = serde_json::Map::new();
+    for (k, v) in &req.headers {
+        let joined = match headers.get(k).and_then(|old| old.as_str()) {
+            Some(old) => format!("{old}, {v}"),
+            None => v.clone(),
+        };
+        headers.insert(k.clone(), joined.into());
+    }
+    let body = serde_json::json!({
+        "ok": true, "method": req.method, "uri": req.uri, "headers": headers, "body_len": req.body.len(),
+    });
+    body.to_string().into_bytes()
+}
