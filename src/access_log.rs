@@ -6,9 +6,15 @@
 //! `colorgate_access_log_dropped_total` rather than stall a request.
 //! `reopen` (SIGUSR1, logrotate) and `flush` (shutdown, upgrade) go through
 //! the same queue, so no line is lost or reordered around them.
+//!
+//! The writer thread is started on first use, not in `start`: `run -d`
+//! daemonizes (forks) after the log is opened, and a thread does not survive
+//! a fork — started early, it would stay behind in the parent and the daemon
+//! would queue lines that nobody writes.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -28,25 +34,46 @@ pub struct AccessLog {
     tx: SyncSender<Msg>,
     /// Control messages must not be dropped when the queue is full.
     control: Mutex<()>,
+    /// What the writer thread needs, until the first use starts it.
+    pending: Mutex<Option<(Receiver<Msg>, String, Out)>>,
+    started: AtomicBool,
 }
 
 impl AccessLog {
-    /// Open `path` ("-" = stdout) and start the writer.
+    /// Open `path` ("-" = stdout). The writer thread starts on first use,
+    /// in the process that serves (see the module doc).
     pub fn start(path: &str) -> io::Result<AccessLog> {
         let out = open(path)?;
         let (tx, rx) = sync_channel(QUEUE);
-        let path = path.to_string();
-        std::thread::Builder::new()
-            .name("access-log".into())
-            .spawn(move || writer(rx, path, out))?;
         Ok(AccessLog {
             tx,
             control: Mutex::new(()),
+            pending: Mutex::new(Some((rx, path.to_string(), out))),
+            started: AtomicBool::new(false),
         })
+    }
+
+    /// Start the writer thread unless it runs already.
+    fn ensure_writer(&self) {
+        if self.started.load(Ordering::Acquire) {
+            return;
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((rx, path, out)) = pending.take() {
+            let spawned = std::thread::Builder::new()
+                .name("access-log".into())
+                .spawn(move || writer(rx, path, out));
+            if let Err(e) = spawned {
+                // The receiver is gone with the closure: lines count as dropped.
+                log::error!("access log: cannot start the writer thread: {e}");
+            }
+        }
+        self.started.store(true, Ordering::Release);
     }
 
     /// Queue one line (without its newline); never blocks.
     pub fn write(&self, line: String) {
+        self.ensure_writer();
         match self.tx.try_send(Msg::Line(line)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
@@ -69,13 +96,31 @@ impl AccessLog {
     pub fn flush(&self) {
         let (done_tx, done_rx) = sync_channel(1);
         self.control(Msg::Flush(done_tx));
-        let _ = done_rx.recv_timeout(Duration::from_secs(5));
+        let _ = done_rx.recv_timeout(Duration::from_secs(2));
     }
 
-    fn control(&self, msg: Msg) {
+    /// Control messages wait for room (the writer drains the whole queue
+    /// every tick) but never forever: a stuck writer must not wedge the
+    /// signal loop that sends them.
+    fn control(&self, mut msg: Msg) {
+        self.ensure_writer();
         let _guard = self.control.lock();
-        // Blocking send: control messages are rare and must arrive.
-        let _ = self.tx.send(msg);
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => return,
+                Err(TrySendError::Full(m)) if std::time::Instant::now() < deadline => {
+                    msg = m;
+                    std::thread::sleep(TICK / 4);
+                }
+                Err(_) => {
+                    log::error!(
+                        "access log: the writer does not keep up; a reopen/flush was skipped"
+                    );
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -108,6 +153,9 @@ fn open(path: &str) -> io::Result<Out> {
 }
 
 fn writer(rx: Receiver<Msg>, mut path: String, mut out: Out) {
+    // The file actually open; differs from `path` while the configured one
+    // cannot be opened (then a reopen still follows logrotate on this one).
+    let mut current = path.clone();
     let mut batch = Vec::with_capacity(256 * 1024);
     loop {
         std::thread::sleep(TICK);
@@ -134,11 +182,29 @@ fn writer(rx: Receiver<Msg>, mut path: String, mut out: Out) {
                 }
                 Msg::Reopen | Msg::SetPath(_) => {
                     write_batch(&mut out, &mut batch);
+                    let reopen = matches!(msg, Msg::Reopen);
                     if let Msg::SetPath(p) = msg {
                         path = p;
                     }
                     match open(&path) {
-                        Ok(o) => out = o,
+                        Ok(o) => {
+                            out = o;
+                            current.clone_from(&path);
+                        }
+                        Err(e) if current != path => {
+                            log::error!(
+                                "access log: cannot open {path}: {e}; still writing to {current}"
+                            );
+                            // A reopen still follows the file logrotate moved.
+                            if reopen {
+                                match open(&current) {
+                                    Ok(o) => out = o,
+                                    Err(e) => {
+                                        log::error!("access log: cannot reopen {current}: {e}")
+                                    }
+                                }
+                            }
+                        }
                         Err(e) => log::error!(
                             "access log: cannot open {path}: {e}; still writing to the old file"
                         ),
@@ -221,6 +287,27 @@ mod tests {
             "one\ntwo\n"
         );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "three\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_path_that_cannot_be_opened_leaves_reopen_on_the_file_in_use() {
+        let dir = std::env::temp_dir().join(format!("cg-al-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.log");
+        let log = AccessLog::start(path.to_str().unwrap()).unwrap();
+        log.set_path(dir.join("missing/b.log").to_str().unwrap());
+        log.write("one".into());
+        log.flush();
+        std::fs::rename(&path, dir.join("a.log.1")).unwrap();
+        log.reopen();
+        log.write("two".into());
+        log.flush();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("a.log.1")).unwrap(),
+            "one\n"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "two\n");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

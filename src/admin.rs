@@ -22,7 +22,11 @@ impl ServeHttp for Admin {
     async fn response(&self, s: &mut ServerSession) -> Response<Vec<u8>> {
         let (status, ctype, body) =
             match (s.req_header().method.as_str(), s.req_header().uri.path()) {
-                ("GET", "/metrics") => (200, "text/plain; version=0.0.4", crate::metrics::render()),
+                ("GET", "/metrics") => (
+                    200,
+                    "text/plain; version=0.0.4",
+                    crate::metrics::render(&self.gateway.load()),
+                ),
                 ("GET", "/status") => (200, "application/json", self.status().into_bytes()),
                 _ => (
                     404,

@@ -18,9 +18,12 @@ pub fn resolve(
     if trusted.is_empty() || !trusted.contains(peer) {
         return peer;
     }
-    if let Some(chain) = xff.and_then(|v| std::str::from_utf8(v).ok()) {
+    // A chain that is present is walked even when it holds bytes that are
+    // not UTF-8 (a client can put those on the left): they are a garbled hop,
+    // never a reason to fall back to X-Real-IP, which the client may have set.
+    if let Some(chain) = xff {
         let mut client = peer;
-        for hop in chain.rsplit(',') {
+        for hop in chain.rsplit(|b| *b == b',') {
             match parse_hop(hop) {
                 Some(ip) => {
                     client = ip;
@@ -34,19 +37,37 @@ pub fn resolve(
         }
         return client;
     }
-    x_real_ip
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(parse_hop)
-        .unwrap_or(peer)
+    x_real_ip.and_then(parse_hop).unwrap_or(peer)
 }
 
-fn parse_hop(hop: &str) -> Option<IpAddr> {
-    let hop = hop.trim();
+fn parse_hop(hop: &[u8]) -> Option<IpAddr> {
+    let hop = std::str::from_utf8(hop).ok()?.trim();
     let hop = hop
         .strip_prefix('[')
         .and_then(|h| h.split(']').next())
         .unwrap_or(hop);
     hop.parse::<IpAddr>().ok().map(canonical)
+}
+
+/// The values of a header that may be sent several times (`X-Forwarded-For`)
+/// as the one comma-separated list they mean (RFC 9110 §5.3). A proxy may
+/// add its own line rather than extend the client's (HAProxy `option
+/// forwardfor` does), so reading only the first line would believe the
+/// client's. `None` when the header is absent.
+pub fn joined_values<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+) -> Option<std::borrow::Cow<'a, [u8]>> {
+    let mut values = values.into_iter();
+    let first = values.next()?;
+    let Some(second) = values.next() else {
+        return Some(std::borrow::Cow::Borrowed(first));
+    };
+    let mut joined = first.to_vec();
+    for v in std::iter::once(second).chain(values) {
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(v);
+    }
+    Some(std::borrow::Cow::Owned(joined))
 }
 
 /// The `X-Forwarded-For` sent upstream: the received chain plus the peer
@@ -112,6 +133,32 @@ mod tests {
         assert_eq!(
             resolve(ip("10.0.0.1"), Some(b"1.1.1.1, junk, 10.0.0.3"), None, &t),
             ip("10.0.0.3")
+        );
+    }
+
+    #[test]
+    fn a_chain_that_is_not_utf8_is_walked_not_replaced_by_x_real_ip() {
+        let t = trusted(&["10.0.0.0/8"]);
+        let xff: &[u8] = b"\xff, 198.51.100.7, 10.0.0.2";
+        let got = resolve(ip("10.0.0.1"), Some(xff), Some(b"10.9.9.9"), &t);
+        assert_eq!(got, ip("198.51.100.7"));
+        let garbled_last: &[u8] = b"198.51.100.7, \xff";
+        let got = resolve(ip("10.0.0.1"), Some(garbled_last), Some(b"10.9.9.9"), &t);
+        assert_eq!(got, ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn repeated_header_lines_join_in_order() {
+        assert_eq!(joined_values(std::iter::empty()), None);
+        let one: [&[u8]; 1] = [b"1.1.1.1"];
+        assert_eq!(joined_values(one).as_deref(), Some(&b"1.1.1.1"[..]));
+        let lines: [&[u8]; 3] = [b"10.1.1.1", b"203.0.113.9", b"10.0.0.2"];
+        let joined = joined_values(lines).unwrap();
+        assert_eq!(&*joined, b"10.1.1.1, 203.0.113.9, 10.0.0.2");
+        let t = trusted(&["10.0.0.0/8"]);
+        assert_eq!(
+            resolve(ip("10.0.0.1"), Some(&joined), None, &t),
+            ip("203.0.113.9")
         );
     }
 

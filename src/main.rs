@@ -113,10 +113,7 @@ fn run(opts: RunOpts) -> Result<(), String> {
     )?;
     let gw = config::load(&file, None).map_err(|e| e.to_string())?;
     let gateway = gateway::shared(gw);
-    let reloader = reload::Reloader {
-        file,
-        gateway: gateway.clone(),
-    };
+    let reloader = reload::Reloader::new(file, gateway.clone());
     let mode = server::StartMode {
         upgrade: opts.upgrade,
         daemon: opts.daemon,

@@ -16,7 +16,7 @@ pub struct Metrics {
     pub inflight: IntGaugeVec,
     pub reloads: IntCounterVec,
     pub access_log_dropped: IntCounter,
-    pub connections: IntGauge,
+    pub active: IntGauge,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -70,17 +70,35 @@ pub fn get() -> &'static Metrics {
                 "Access log lines dropped because the writer fell behind"
             )
             .expect("register colorgate_access_log_dropped_total"),
-            connections: register_int_gauge!(
-                "colorgate_connections_open",
-                "Client requests being handled"
+            active: register_int_gauge!(
+                "colorgate_requests_active",
+                "Client requests being handled now"
             )
-            .expect("register colorgate_connections_open"),
+            .expect("register colorgate_requests_active"),
         }
     })
 }
 
-/// The text exposition of every registered metric.
-pub fn render() -> Vec<u8> {
+/// The text exposition of every registered metric. Gauges that mirror
+/// gateway state (in flight, health) are read at scrape time rather than
+/// kept up to date on the request path, and rebuilt from scratch: after a
+/// reload an upstream or server no longer configured must not linger with
+/// its last value. (Scrapes are served by the admin service's one thread.)
+pub fn render(gw: &crate::gateway::Gateway) -> Vec<u8> {
+    let m = get();
+    m.inflight.reset();
+    m.upstream_healthy.reset();
+    for (name, u) in &gw.upstreams {
+        m.inflight
+            .with_label_values(&[name])
+            .set(u.inflight.current() as i64);
+        for b in &u.backends {
+            let up = b.healthy.load(std::sync::atomic::Ordering::Relaxed);
+            m.upstream_healthy
+                .with_label_values(&[name, &b.label])
+                .set(i64::from(up));
+        }
+    }
     use prometheus::Encoder;
     let mut buf = Vec::with_capacity(8192);
     let _ = prometheus::TextEncoder::new().encode(&prometheus::gather(), &mut buf);

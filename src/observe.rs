@@ -43,7 +43,6 @@ pub fn record(s: &Session, r: RequestRecord<'_>, status: u16, log: &AccessLog) {
 
 fn line(s: &Session, r: &RequestRecord<'_>, status: u16) -> String {
     let req = s.req_header();
-    let header = |name: &str| req.headers.get(name).map(|v| v.as_bytes());
     let header_len = match s.as_downstream() {
         HttpSession::H1(h1) => h1.get_headers_raw_bytes().len() as u64,
         _ => 0,
@@ -108,9 +107,19 @@ fn line(s: &Session, r: &RequestRecord<'_>, status: u16) -> String {
         ("x_forwarded_for", "x-forwarded-for"),
     ] {
         let _ = write!(o, ",\"{key}\":");
-        match header(name) {
-            Some(v) => json::push_bytes(&mut o, v),
-            None => o.push_str("null"),
+        // Every line of a repeated header, as nginx 1.23+ logs them.
+        let mut values = req.headers.get_all(name).iter();
+        match (values.next(), values.next()) {
+            (None, _) => o.push_str("null"),
+            (Some(v), None) => json::push_bytes(&mut o, v.as_bytes()),
+            (Some(first), Some(second)) => {
+                let mut joined = first.as_bytes().to_vec();
+                for v in std::iter::once(second).chain(values) {
+                    joined.extend_from_slice(b", ");
+                    joined.extend_from_slice(v.as_bytes());
+                }
+                json::push_bytes(&mut o, &joined);
+            }
         }
     }
     o.push('}');

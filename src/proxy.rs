@@ -56,10 +56,27 @@ pub struct Ctx {
     body: body_limit::BodyCounter,
     /// Held while the request is in flight; released on drop, on every path.
     slots: Slots,
+    _active: ActiveRequest,
     upstream_addr: Option<(usize, usize)>,
     upstream_start: Option<Instant>,
     upstream_time: Option<Duration>,
     upstream_status: Option<u16>,
+}
+
+/// Counts the request in `colorgate_requests_active` for as long as it lives.
+struct ActiveRequest;
+
+impl ActiveRequest {
+    fn new() -> Self {
+        crate::metrics::get().active.inc();
+        ActiveRequest
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        crate::metrics::get().active.dec();
+    }
 }
 
 #[derive(Default)]
@@ -77,13 +94,26 @@ impl Ctx {
 
 /// A refusal decided by a check, with the reason for logs and metrics.
 struct Refusal {
-    reject: Reject,
+    /// `None`: the client is gone, there is no one to answer.
+    reject: Option<Reject>,
     deny: Option<String>,
+}
+
+impl Refusal {
+    fn new(reject: Reject, deny: &str) -> Refusal {
+        Refusal {
+            reject: Some(reject),
+            deny: Some(deny.to_string()),
+        }
+    }
 }
 
 impl From<Reject> for Refusal {
     fn from(reject: Reject) -> Self {
-        Refusal { reject, deny: None }
+        Refusal {
+            reject: Some(reject),
+            deny: None,
+        }
     }
 }
 
@@ -108,17 +138,12 @@ impl Proxy {
                 request_sanity::Malformed::HeadersTooLarge => Reject::HeadersTooLarge,
                 request_sanity::Malformed::BadRequest(_) => Reject::BadRequest,
             };
-            return Err(Refusal {
-                reject,
-                deny: Some("malformed".into()),
-            });
+            return Err(Refusal::new(reject, "malformed"));
         }
 
         // Route on the normalized path; climbing above `/` is a 400.
-        let path = routes::normalize(s.req_header().uri.path()).map_err(|_| Refusal {
-            reject: Reject::BadRequest,
-            deny: Some("path".into()),
-        })?;
+        let path = routes::normalize(s.req_header().uri.path())
+            .map_err(|_| Refusal::new(Reject::BadRequest, "path"))?;
         let idx = gw
             .routes
             .iter()
@@ -129,26 +154,36 @@ impl Proxy {
         }
         ctx.route = Some(idx);
         let route = &gw.routes[idx];
+        // A JWT route refused before the token is looked at says so in the log.
+        ctx.auth = if route.jwt { "unchecked" } else { "none" };
         let ip = ctx.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
 
         // Only allowed networks reach the GPU.
         if route.allowlist && !gw.allowlist.contains(ip) {
-            return Err(Refusal {
-                reject: Reject::Forbidden,
-                deny: Some("allowlist".into()),
-            });
+            return Err(Refusal::new(Reject::Forbidden, "allowlist"));
         }
 
-        // Per-IP limits run before JWT, so a flood of bad tokens is cut cheaply.
-        if !route.ip_zones.is_empty() {
-            let key = ip_key(ip);
-            let zones: Vec<_> = route.ip_zones.iter().map(|z| (&**z, &key[..])).collect();
-            apply_rate_limit(&zones).await?;
+        // Per-IP limits run before JWT, so a flood of bad tokens is cut
+        // cheaply. With per-user zones too, they are only peeked here and
+        // charged together with those after JWT: as in nginx, a request a
+        // later zone rejects costs the earlier zones nothing.
+        let key = ip_key(ip);
+        let ip_zones: Vec<_> = route.ip_zones.iter().map(|z| (&**z, &key[..])).collect();
+        let defer_ip = route.jwt && !route.user_zones.is_empty() && !ip_zones.is_empty();
+        if defer_ip {
+            if let rate_limit::Decision::Reject {
+                zone,
+                retry_after_secs,
+            } = rate_limit::peek(&ip_zones, rate_limit::monotonic_ms())
+            {
+                return Err(limited(&ip_zones, zone, retry_after_secs));
+            }
+        } else if !ip_zones.is_empty() {
+            apply_rate_limit(s, &ip_zones).await?;
         }
 
         // The token: checked in-process, never logged, never forwarded.
         if route.jwt {
-            ctx.auth = "missing";
             let verifier = gw.jwt.as_ref().ok_or(Reject::Internal)?;
             let auth = s.req_header().headers.get(http::header::AUTHORIZATION);
             let verified =
@@ -160,32 +195,27 @@ impl Proxy {
                 }
                 Err(why) => {
                     ctx.auth = why.as_str();
-                    return Err(Refusal {
-                        reject: Reject::Unauthorized {
-                            bearer_sent: !why.is_missing(),
-                        },
-                        deny: Some("auth".into()),
-                    });
+                    if defer_ip {
+                        // Refused by JWT, not by a zone: the per-IP zones count it.
+                        apply_rate_limit(s, &ip_zones).await?;
+                    }
+                    let bearer_sent = !why.is_missing();
+                    return Err(Refusal::new(Reject::Unauthorized { bearer_sent }, "auth"));
                 }
             }
-        } else {
-            ctx.auth = "none";
         }
 
         // Per-user limits and the in-flight caps that protect the GPU.
         if let Some(user) = ctx.user.as_deref() {
             if !route.user_zones.is_empty() {
-                let zones: Vec<_> = route
-                    .user_zones
-                    .iter()
-                    .map(|z| (&**z, user.as_bytes()))
-                    .collect();
-                apply_rate_limit(&zones).await?;
+                let deferred = ip_zones.iter().copied().filter(|_| defer_ip);
+                let users = route.user_zones.iter().map(|z| (&**z, user.as_bytes()));
+                let zones: Vec<_> = deferred.chain(users).collect();
+                apply_rate_limit(s, &zones).await?;
             }
             if let Some(cap) = gw.per_user_cap {
-                let slot = gw.user_inflight.acquire(user, cap).ok_or_else(|| Refusal {
-                    reject: Reject::RateLimited { retry_after: 1 },
-                    deny: Some("concurrency:user".into()),
+                let slot = gw.user_inflight.acquire(user, cap).ok_or_else(|| {
+                    Refusal::new(Reject::RateLimited { retry_after: 1 }, "concurrency:user")
                 })?;
                 ctx.slots._user = Some(slot);
             }
@@ -194,9 +224,11 @@ impl Proxy {
             .upstream
             .inflight
             .acquire(gw.upstream_cap)
-            .ok_or_else(|| Refusal {
-                reject: Reject::Unavailable { retry_after: 1 },
-                deny: Some("concurrency:upstream".into()),
+            .ok_or_else(|| {
+                Refusal::new(
+                    Reject::Unavailable { retry_after: 1 },
+                    "concurrency:upstream",
+                )
             })?;
         ctx.slots._upstream = Some(slot);
 
@@ -208,10 +240,7 @@ impl Proxy {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if !body_limit::declared_fits(declared, gw.max_body_size) {
-            return Err(Refusal {
-                reject: Reject::PayloadTooLarge,
-                deny: Some("body_size".into()),
-            });
+            return Err(Refusal::new(Reject::PayloadTooLarge, "body_size"));
         }
         Ok(())
     }
@@ -232,14 +261,20 @@ impl Proxy {
 
     async fn redirect(&self, s: &mut Session, ctx: &mut Ctx, tls_port: u16) -> Result<()> {
         let req = s.req_header();
-        let host = req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri.host())
-            .unwrap_or("localhost");
+        let host = match req.headers.get(http::header::HOST) {
+            Some(h) => h.to_str().ok().filter(|h| valid_host(h)),
+            // HTTP/1.0 may omit Host; HTTP/1.1 must send it (nginx: 400).
+            None if req.version < http::Version::HTTP_11 => Some("localhost"),
+            None => None,
+        };
+        let Some(host) = host else {
+            ctx.deny = Some("malformed".into());
+            return self.refuse(s, ctx, Reject::BadRequest).await;
+        };
         let host = strip_port(host);
+        // `OPTIONS *` has no path to keep.
         let uri = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        let uri = if uri.starts_with('/') { uri } else { "/" };
         let location = if tls_port == 443 {
             format!("https://{host}{uri}")
         } else {
@@ -259,23 +294,37 @@ impl Proxy {
 /// nginx limit_req across the route's zones: delay (without blocking a
 /// thread) or refuse.
 async fn apply_rate_limit(
+    s: &mut Session,
     zones: &[(&rate_limit::RateZone, &[u8])],
 ) -> std::result::Result<(), Refusal> {
     match rate_limit::check(zones, rate_limit::monotonic_ms()) {
         rate_limit::Decision::Allow { delay_ms: 0 } => Ok(()),
         rate_limit::Decision::Allow { delay_ms } => {
-            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-            Ok(())
+            let sleep = tokio::time::sleep(Duration::from_millis(delay_ms));
+            if has_body(s.req_header()) {
+                sleep.await;
+                return Ok(());
+            }
+            // As nginx: a client that hangs up during its delay is not proxied.
+            tokio::select! {
+                () = sleep => Ok(()),
+                _ = s.read_body_or_idle(true) => Err(Refusal {
+                    reject: None,
+                    deny: Some("client_closed".into()),
+                }),
+            }
         }
         rate_limit::Decision::Reject {
             zone,
             retry_after_secs,
-        } => Err(Refusal {
-            reject: Reject::RateLimited {
-                retry_after: retry_after_secs,
-            },
-            deny: Some(format!("rate_limit:{}", zones[zone].0.name)),
-        }),
+        } => Err(limited(zones, zone, retry_after_secs)),
+    }
+}
+
+fn limited(zones: &[(&rate_limit::RateZone, &[u8])], zone: usize, retry_after: u64) -> Refusal {
+    Refusal {
+        reject: Some(Reject::RateLimited { retry_after }),
+        deny: Some(format!("rate_limit:{}", zones[zone].0.name)),
     }
 }
 
@@ -300,6 +349,38 @@ fn header_bytes(req: &RequestHeader) -> usize {
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum::<usize>()
         + req.uri.path_and_query().map_or(0, |p| p.as_str().len())
+}
+
+/// RFC 3986 `host [":" port]`: an IP literal in brackets, or a reg-name /
+/// IPv4 address; anything else (a `/`, `@`, space...) is not a host.
+fn valid_host(h: &str) -> bool {
+    let (name_ok, rest) = match h.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((lit, rest)) => (
+                !lit.is_empty()
+                    && lit
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b":.%".contains(&b)),
+                rest,
+            ),
+            None => return false,
+        },
+        None => {
+            let (name, rest) = h.find(':').map_or((h, ""), |i| h.split_at(i));
+            (
+                !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b)),
+                rest,
+            )
+        }
+    };
+    name_ok
+        && (rest.is_empty()
+            || rest
+                .strip_prefix(':')
+                .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit())))
 }
 
 fn strip_port(host: &str) -> &str {
@@ -327,6 +408,7 @@ impl ProxyHttp for Proxy {
             deny: None,
             body: Default::default(),
             slots: Slots::default(),
+            _active: ActiveRequest::new(),
             upstream_addr: None,
             upstream_start: None,
             upstream_time: None,
@@ -339,16 +421,22 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, s: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let gw = ctx.gw.clone();
-        crate::metrics::get().connections.inc();
         // Who is asking: the peer, or the client behind a trusted proxy.
         let peer = s
             .client_addr()
             .and_then(|a| a.as_inet())
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
         let headers = &s.req_header().headers;
+        // Every X-Forwarded-For line counts: a proxy may add its own line.
+        let xff = client_ip::joined_values(
+            headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .map(|v| v.as_bytes()),
+        );
         ctx.client_ip = Some(client_ip::resolve(
             peer,
-            headers.get("x-forwarded-for").map(|v| v.as_bytes()),
+            xff.as_deref(),
             headers.get("x-real-ip").map(|v| v.as_bytes()),
             &gw.trusted_proxies,
         ));
@@ -372,8 +460,15 @@ impl ProxyHttp for Proxy {
             }
             Err(refusal) => {
                 ctx.deny = refusal.deny;
-                self.refuse(s, ctx, refusal.reject).await?;
-                Ok(true)
+                match refusal.reject {
+                    Some(reject) => {
+                        self.refuse(s, ctx, reject).await?;
+                        Ok(true)
+                    }
+                    None => {
+                        Error::e_explain(ErrorType::ConnectionClosed, "client left while delayed")
+                    }
+                }
             }
         }
     }
@@ -423,7 +518,11 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(route) = ctx.route() {
-            if route.change != routes::PathChange::Keep || ctx.path.is_some() {
+            // Absolute-form targets go upstream in origin-form (RFC 9112 3.2.1).
+            if route.change != routes::PathChange::Keep
+                || ctx.path.is_some()
+                || !req.raw_path().starts_with(b"/")
+            {
                 let path = ctx.path.as_deref().unwrap_or(req.uri.path());
                 let uri = routes::upstream_uri(&route.change, &route.path, path, req.uri.query());
                 let uri = uri
@@ -439,7 +538,13 @@ impl ProxyHttp for Proxy {
         let xff = peer.map(|p| {
             client_ip::forwarded_for(
                 p,
-                req.headers.get("x-forwarded-for").map(|v| v.as_bytes()),
+                client_ip::joined_values(
+                    req.headers
+                        .get_all("x-forwarded-for")
+                        .iter()
+                        .map(|v| v.as_bytes()),
+                )
+                .as_deref(),
                 &ctx.gw.trusted_proxies,
             )
         });
@@ -529,7 +634,6 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, s: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
-        crate::metrics::get().connections.dec();
         let status = s.response_written().map_or(0, |r| r.status.as_u16());
         crate::observe::record(s, ctx_view(ctx), status, &self.access_log);
     }

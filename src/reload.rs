@@ -13,6 +13,18 @@ use std::sync::Arc;
 pub struct Reloader {
     pub file: PathBuf,
     pub gateway: SharedGateway,
+    /// The TLS listeners' certificates, re-read on every reload.
+    pub certs: crate::tls::ListenerCerts,
+}
+
+impl Reloader {
+    pub fn new(file: PathBuf, gateway: SharedGateway) -> Reloader {
+        Reloader {
+            file,
+            gateway,
+            certs: Default::default(),
+        }
+    }
 }
 
 impl Reloader {
@@ -24,6 +36,10 @@ impl Reloader {
             Ok(new) => {
                 for what in crate::server::restart_only_changes(&old, &new) {
                     log::warn!("reload: {what} changed; it takes effect only after a restart or an upgrade with `colorgate run -u`");
+                }
+                // Validation already loaded every pair; this swaps them in.
+                for e in self.certs.reload(&new.process.listeners) {
+                    log::error!("reload: {e}; the old certificate keeps serving");
                 }
                 if new.access_log_path != old.access_log_path {
                     access_log.set_path(&new.access_log_path);

@@ -53,8 +53,25 @@ pub fn run(
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
-    server.bootstrap();
+    // Daemonized, the bootstrap (which takes the sockets over on `-u` and
+    // tells the launcher to return) must run after the fork: as a service
+    // every other service waits for. In the foreground it runs right here.
+    let bootstrap = if mode.daemon {
+        Some(server.bootstrap_as_a_service())
+    } else {
+        server.bootstrap();
+        None
+    };
+    let after_bootstrap = |h: pingora_core::services::ServiceHandle| {
+        if let Some(b) = &bootstrap {
+            h.add_dependency(b);
+        }
+    };
 
+    let certs = reloader
+        .as_ref()
+        .map(|r| r.certs.clone())
+        .unwrap_or_default();
     let tls_port = p
         .listeners
         .iter()
@@ -76,8 +93,8 @@ pub fn run(
             proxy,
             &format!("colorgate {}", l.addr),
         );
-        add_listener(&mut svc, l)?;
-        server.add_service(svc);
+        add_listener(&mut svc, l, &certs)?;
+        after_bootstrap(server.add_service(svc));
     }
     if let Some(addr) = p.admin {
         let mut admin = Service::new(
@@ -89,10 +106,10 @@ pub fn run(
         );
         admin.add_tcp(&addr.to_string());
         admin.threads = Some(1);
-        server.add_service(admin);
+        after_bootstrap(server.add_service(admin));
     }
     for svc in extra {
-        server.add_boxed_service(svc);
+        after_bootstrap(server.add_boxed_service(svc));
     }
     drop(gw);
 
@@ -108,12 +125,16 @@ pub fn run(
     Ok(())
 }
 
-fn add_listener<A>(svc: &mut Service<A>, l: &ListenerSpec) -> Result<(), String> {
+fn add_listener<A>(
+    svc: &mut Service<A>,
+    l: &ListenerSpec,
+    certs: &crate::tls::ListenerCerts,
+) -> Result<(), String> {
     let addr = l.addr.to_string();
     match &l.tls {
         None => svc.add_tcp(&addr),
         Some(tls) => {
-            let settings = crate::tls::settings(tls, l.http2)?;
+            let settings = certs.settings(l.addr, tls, l.http2)?;
             svc.add_tls_with_settings(&addr, None, settings);
         }
     }
@@ -160,10 +181,9 @@ impl ShutdownSignalWatch for Signals {
                     log::info!("SIGUSR1: reopening the access log");
                     self.access_log.reopen();
                 }
-                _ = quit.recv() => {
-                    self.access_log.flush();
-                    return ShutdownSignal::GracefulUpgrade;
-                }
+                // The log is flushed when the drain ends (after `run`), not
+                // here: the new process is waiting for the sockets.
+                _ = quit.recv() => return ShutdownSignal::GracefulUpgrade,
                 _ = term.recv() => return ShutdownSignal::GracefulTerminate,
                 _ = int.recv() => return ShutdownSignal::FastShutdown,
             }

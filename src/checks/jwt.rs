@@ -332,8 +332,11 @@ impl JwtVerifier {
         let signer = self.signer.as_ref().ok_or(
             "jwt: cannot issue: public-key algorithms need signing_key_pem (the private key)",
         )?;
-        if user.is_empty() {
-            return Err("jwt: the user must not be empty".into());
+        if !usable_identity(user) {
+            return Err(format!(
+                "jwt: the user {user:?} is not usable as an identity: it must be non-empty, \
+                 without control characters or leading/trailing spaces"
+            ));
         }
         let mut claims = serde_json::Map::new();
         for (name, raw) in extra {
@@ -618,6 +621,18 @@ fn asymmetric_signer(
     ))
 }
 
+/// The identity is sent upstream as `X-User-Id` and keys per-user limits, so
+/// it must arrive there unchanged: a control character makes it an invalid
+/// header value (the request would fail with a 500), and an HTTP parser
+/// strips surrounding spaces, so " alice" would be limited apart from
+/// "alice" yet reach the upstream as her.
+fn usable_identity(user: &str) -> bool {
+    !user.is_empty()
+        && !user.starts_with(' ')
+        && !user.ends_with(' ')
+        && !user.chars().any(char::is_control)
+}
+
 /// Reads the user claim without deserializing the other claims.
 fn user_from_payload(payload: &[u8], claim: &str) -> Result<String, AuthFailure> {
     let mut de = serde_json::Deserializer::from_slice(payload);
@@ -656,10 +671,10 @@ impl<'de> Visitor<'de> for UserClaim<'_> {
                 return Err(serde::de::Error::custom("duplicate user claim"));
             }
             seen = true;
-            // Accept a non-empty string or an integer; floats, booleans,
+            // Accept a usable string or an integer; floats, booleans,
             // objects... are not identities.
             user = match map.next_value::<Value>()? {
-                Value::String(s) if !s.is_empty() => Some(s),
+                Value::String(s) if usable_identity(&s) => Some(s),
                 Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
                 _ => None,
             };
@@ -979,6 +994,12 @@ mod tests {
         let exp = now() + 60;
         for bad in [
             json!(""),
+            json!("a\nb"),
+            json!("a\r\nX-Admin: 1"),
+            json!("a\tb"),
+            json!("a\u{7f}"),
+            json!(" alice"),
+            json!("alice "),
             json!(1.5),
             json!(true),
             json!(null),
@@ -1201,7 +1222,13 @@ mod tests {
                 "{reserved}"
             );
         }
-        assert!(v.issue("", 60, &[]).is_err());
+        for bad_user in ["", "a\nb", " frank", "frank "] {
+            assert!(v.issue(bad_user, 60, &[]).is_err(), "{bad_user:?}");
+        }
+        assert_eq!(
+            v.verify(&v.issue("名前 with inner spaces", 60, &[]).unwrap()),
+            Ok("名前 with inner spaces".into())
+        );
         assert_eq!(
             v.verified_claims_json(&token("hs256_expired")),
             Err(AuthFailure::Expired)

@@ -318,6 +318,31 @@ pub fn check(zones: &[(&RateZone, &[u8])], now_ms: u64) -> Decision {
     Decision::Allow { delay_ms }
 }
 
+/// [`check`] without the account step: what it would decide now, committing and
+/// inserting nothing. For zones checked early but charged later, e.g. a route's per-IP
+/// zones before JWT with its per-user zones after: peek the per-IP zones before JWT, then
+/// [`check`] them together with the per-user zones, so that a request a per-user zone
+/// rejects costs the per-IP zones nothing (as nginx checks all zones before accounting).
+pub fn peek(zones: &[(&RateZone, &[u8])], now_ms: u64) -> Decision {
+    let mut delay_ms = 0;
+    for (i, (zone, key)) in zones.iter().enumerate() {
+        if !(1..=65_535).contains(&key.len()) {
+            continue;
+        }
+        match zone.store.peek(key, now_ms, &zone.spec) {
+            Peek::Busy { retry_after_ms } => {
+                let retry_after_secs = retry_after_ms.div_ceil(1000).max(1);
+                return Decision::Reject {
+                    zone: i,
+                    retry_after_secs,
+                };
+            }
+            Peek::Pass { excess } => delay_ms = delay_ms.max(zone.spec.delay_ms(excess)),
+        }
+    }
+    Decision::Allow { delay_ms }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,6 +417,29 @@ mod tests {
         let fresh = zone("1r/s", 0, NODELAY);
         assert_eq!(hits(&[&narrow, &fresh], &[0]), "rej0:1");
         assert!(fresh.is_empty());
+    }
+
+    #[test]
+    fn peek_decides_as_check_but_commits_nothing() {
+        let (wide, narrow) = (zone("1r/m", 2, NODELAY), zone("1r/m", 0, 5));
+        let both: [(&RateZone, &[u8]); 2] = [(&wide, KEY), (&narrow, KEY)];
+        for _ in 0..3 {
+            assert_eq!(peek(&both, 0), Decision::Allow { delay_ms: 0 });
+        }
+        assert!(wide.is_empty() && narrow.is_empty());
+        assert_eq!(hits(&[&wide, &narrow], &[0]), "ok");
+        let full = Decision::Reject {
+            zone: 1,
+            retry_after_secs: 63,
+        };
+        assert_eq!(peek(&both, 0), full);
+        assert_eq!(peek(&both, 0), check(&both, 0));
+        // The rejected check charged neither zone: the wide one has 2 left.
+        assert_eq!(hits(&[&wide], &[0, 0, 0]), "ok ok rej0:63");
+        let slow = zone("1r/s", 5, 0);
+        assert_eq!(hits(&[&slow], &[0]), "ok");
+        assert_eq!(peek(&[(&slow, KEY)], 0), Decision::Allow { delay_ms: 1000 });
+        assert_eq!(peek(&[(&slow, b"")], 0), Decision::Allow { delay_ms: 0 });
     }
 
     #[test]

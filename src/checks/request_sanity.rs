@@ -4,6 +4,11 @@
 //! `max_header_size` are a 431. Pingora quietly repairs some of these (it
 //! drops `Content-Length` when `Transfer-Encoding` is present), so the HTTP/1
 //! check reads the raw header block as the client sent it.
+//!
+//! The request target must be a path (`/x`) or an absolute `http(s)://` URL,
+//! as nginx requires: anything else (`*`, `..`, `host/x`) would be routed on
+//! the path the URI parser makes of it while the upstream is sent the raw
+//! target, i.e. routed on one path and served another.
 
 /// Why a request is refused before routing.
 #[derive(Debug, PartialEq, Eq)]
@@ -22,6 +27,17 @@ pub fn check_h1(raw: &[u8], max_header_size: usize) -> Result<(), Malformed> {
     let mut lines = raw.split(|&b| b == b'\n');
     let request_line = lines.next().unwrap_or_default();
     let http10 = trim(request_line).ends_with(b"HTTP/1.0");
+    // `METHOD SP target SP version`; Pingora has already parsed it.
+    let target = request_line
+        .split(|&b| b == b' ')
+        .filter(|p| !p.is_empty())
+        .nth(1)
+        .unwrap_or_default();
+    if !origin_or_absolute_form(target) {
+        return Err(Malformed::BadRequest(
+            "request target is not a path or http(s) URL",
+        ));
+    }
     let (mut hosts, mut lengths, mut encodings) = (0, 0, 0);
     for line in lines {
         let line = trim(line);
@@ -55,6 +71,16 @@ pub fn check_h1(raw: &[u8], max_header_size: usize) -> Result<(), Malformed> {
         return Err(Malformed::BadRequest("missing Host"));
     }
     Ok(())
+}
+
+/// `/path…` (origin-form) or `http://…` / `https://…` (absolute-form).
+fn origin_or_absolute_form(target: &[u8]) -> bool {
+    let starts_with_ci = |prefix: &[u8]| {
+        target
+            .get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    };
+    target.first() == Some(&b'/') || starts_with_ci(b"http://") || starts_with_ci(b"https://")
 }
 
 /// HTTP/2 framing is checked by the h2 codec; only the size is ours.
@@ -131,6 +157,26 @@ mod tests {
             check("GET / HTTP/1.1\r\nHost: a\r\nHOST: b\r\n\r\n"),
             Err(Malformed::BadRequest("duplicate Host"))
         );
+    }
+
+    #[test]
+    fn a_target_that_is_not_a_path_or_http_url_is_400() {
+        for target in ["*", "..", "a/b", "evil.com/health", "ftp://a/x"] {
+            assert_eq!(
+                check(&format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n")),
+                Err(Malformed::BadRequest(
+                    "request target is not a path or http(s) URL"
+                )),
+                "{target}"
+            );
+        }
+        for target in ["/", "/x?y", "http://a/x", "HTTPS://a"] {
+            assert_eq!(
+                check(&format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n")),
+                Ok(()),
+                "{target}"
+            );
+        }
     }
 
     #[test]

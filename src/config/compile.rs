@@ -21,6 +21,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+/// The largest request header block Pingora's HTTP/1 reader accepts
+/// (`pingora_core::protocols::http::v1::common::MAX_HEADER_SIZE`, private).
+const PINGORA_MAX_HEADER_SIZE: u64 = 1_048_575;
+
 /// Build the runtime gateway from a parsed config. `file` anchors relative
 /// paths; `previous` lends state that must survive a reload.
 pub fn compile(
@@ -200,11 +204,35 @@ pub fn compile(
             "must be at least 1k",
         ));
     }
+    // Pingora refuses a header block over this itself, with a bare 400, before
+    // any check of ours runs: a larger limit would be a promise not kept.
+    if max_header_size > PINGORA_MAX_HEADER_SIZE {
+        errs.push(ConfigError::new(
+            "limits.max_header_size",
+            format!(
+                "must be at most {PINGORA_MAX_HEADER_SIZE} bytes (1M - 1, Pingora's header buffer)"
+            ),
+        ));
+    }
     if cfg.access_log.path.is_empty() {
         errs.push(ConfigError::new(
             "access_log.path",
             "must be a file path or \"-\"",
         ));
+    } else if cfg.access_log.path != "-" {
+        // What start-up will open, checked now so `check` and reload agree with it.
+        let path = resolve(&cfg.access_log.path);
+        let problem = match std::fs::OpenOptions::new().append(true).open(&path) {
+            Ok(_) => None,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match path.parent() {
+                Some(dir) if dir.is_dir() => None,
+                _ => Some(format!("directory of {} does not exist", path.display())),
+            },
+            Err(e) => Some(format!("cannot open {}: {e}", path.display())),
+        };
+        if let Some(p) = problem {
+            errs.push(ConfigError::new("access_log.path", p));
+        }
     }
 
     let (Some(process), true) = (process, errs.is_empty()) else {

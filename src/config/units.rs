@@ -2,6 +2,7 @@
 //! (`512k`, `50M`, `50MiB`, nginx-style: `M` is MiB) and nothing else.
 //! Rates (`10r/s`) belong to the rate limiter, which owns their nginx form.
 
+use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 use std::time::Duration;
@@ -64,42 +65,48 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size {s:?} out of range"))
 }
 
-/// YAML scalars arrive as strings or numbers; both are accepted.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Scalar {
-    Int(u64),
-    Str(String),
+/// YAML scalars arrive as strings or numbers; both are accepted. The value
+/// is parsed inside the visitor, so a bad one is reported at its own line
+/// (serde_yaml marks an error with the position of the event being read: an
+/// error raised after the scalar was read would carry the position of the
+/// enclosing mapping instead).
+struct UnitVisitor<T> {
+    expecting: &'static str,
+    from_int: fn(u64) -> T,
+    from_str: fn(&str) -> Result<T, String>,
 }
 
-struct Expecting(&'static str);
-impl fmt::Display for Expecting {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0)
+impl<'de, T> Visitor<'de> for UnitVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        Ok((self.from_int)(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.from_str)(v).map_err(E::custom)
     }
 }
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match Scalar::deserialize(d).map_err(|_| {
-            serde::de::Error::custom(Expecting("expected a duration like 500ms, 30s, 5m"))
-        })? {
-            Scalar::Int(n) => Ok(Dur(Duration::from_secs(n))),
-            Scalar::Str(s) => parse_duration(&s)
-                .map(Dur)
-                .map_err(serde::de::Error::custom),
-        }
+        d.deserialize_any(UnitVisitor {
+            expecting: "a duration like 500ms, 30s, 5m",
+            from_int: |n| Dur(Duration::from_secs(n)),
+            from_str: |s| parse_duration(s).map(Dur),
+        })
     }
 }
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match Scalar::deserialize(d)
-            .map_err(|_| serde::de::Error::custom(Expecting("expected a size like 512k or 50M")))?
-        {
-            Scalar::Int(n) => Ok(Size(n)),
-            Scalar::Str(s) => parse_size(&s).map(Size).map_err(serde::de::Error::custom),
-        }
+        d.deserialize_any(UnitVisitor {
+            expecting: "a size like 512k or 50M",
+            from_int: Size,
+            from_str: |s| parse_size(s).map(Size),
+        })
     }
 }
 

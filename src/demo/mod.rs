@@ -166,10 +166,7 @@ pub fn run(port: u16) -> Result<(), String> {
         out = out.display(),
     );
     let gateway = crate::gateway::shared(gw);
-    let reloader = crate::reload::Reloader {
-        file: config_file,
-        gateway: gateway.clone(),
-    };
+    let reloader = crate::reload::Reloader::new(config_file, gateway.clone());
     crate::server::run(
         gateway,
         Some(reloader),
