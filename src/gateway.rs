@@ -86,6 +86,7 @@ pub struct Gateway {
     pub max_header_size: usize,
     pub keepalive_timeout: Duration,
     pub body_timeout: Duration,
+    pub send_timeout: Duration,
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     pub hsts: Option<HeaderValue>,
     pub errors: ErrorBodies,

@@ -448,6 +448,8 @@ impl ProxyHttp for Proxy {
             _ => respond::new_request_id(),
         };
         s.set_keepalive(Some(gw.keepalive_timeout.as_secs()));
+        // nginx send_timeout: a client that stops reading our answer is dropped.
+        s.set_write_timeout(Some(gw.send_timeout));
 
         if let ListenerKind::RedirectHttps { tls_port } = self.kind {
             self.redirect(s, ctx, tls_port).await?;

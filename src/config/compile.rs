@@ -185,6 +185,9 @@ pub fn compile(
             ),
         ));
     }
+    if cfg.limits.max_connections_per_ip.is_some() {
+        log::warn!("limits.max_connections_per_ip is accepted but not enforced by this version");
+    }
     if cfg.concurrency.per_user == Some(0) {
         errs.push(ConfigError::new(
             "concurrency.per_user",
@@ -258,6 +261,7 @@ pub fn compile(
         max_header_size: usize::try_from(max_header_size).unwrap_or(usize::MAX),
         keepalive_timeout: cfg.limits.keepalive_timeout.0,
         body_timeout: cfg.limits.body_timeout.0,
+        send_timeout: cfg.limits.send_timeout.0,
         response_headers,
         hsts,
         errors: ErrorBodies::new(&cfg.errors),
