@@ -1388,3 +1388,42 @@ fn bad_token_with_an_oversized_body_gets_401_and_a_good_one_413() {
     assert_eq!(log_line_for(&gw, &good)["user_id"], "alice");
     assert!(upstream.requests().is_empty());
 }
+
+/// Repeat requests skip the signature check (the verified-token cache), but
+/// never the clock: a token accepted a moment ago is refused as `expired`
+/// once its `exp` passes.
+#[test]
+fn a_token_accepted_before_is_refused_once_it_expires() {
+    let upstream = Upstream::start();
+    let cfg = jwt_config(
+        &upstream,
+        "
+        algorithms: [HS256]
+        secret_file: jwt.secret
+        leeway: 0s
+        ",
+    );
+    let gw = cfg.start();
+    let exp = now() + 2;
+    let token = hs256_now(json!({"user_id": "alice", "exp": exp}));
+    let auth = bearer(&token);
+
+    let first = gw.request("GET", "/api/x", &[("Authorization", auth.as_str())], b"");
+    assert_eq!(first.status, 200, "{}", first.body_str());
+    assert_eq!(
+        gw.request("GET", "/api/x", &[("Authorization", auth.as_str())], b"")
+            .status,
+        200
+    );
+
+    let refused = common::eventually(Duration::from_secs(10), || {
+        let r = gw.request("GET", "/api/x", &[("Authorization", auth.as_str())], b"");
+        (r.status != 200).then_some(r)
+    });
+    assert!(now() > exp, "refused before the token expired");
+    assert_unauthorized(
+        &refused,
+        "Bearer realm=\"colorgate\", error=\"invalid_token\"",
+    );
+    assert_eq!(log_line_for(&gw, &refused)["auth"], "expired");
+}

@@ -201,6 +201,8 @@ pub struct JwtVerifier {
     issuer: Option<String>,
     audience: Option<String>,
     signer: Option<Signer>,
+    /// Tokens that passed every check, so repeat requests skip the crypto.
+    cache: super::token_cache::TokenCache,
 }
 
 impl JwtVerifier {
@@ -302,13 +304,26 @@ impl JwtVerifier {
             issuer: s.issuer,
             audience: s.audience,
             signer,
+            cache: super::token_cache::TokenCache::new(s.leeway_secs),
         })
     }
 
     /// Verifies a token and returns the user identity from the user claim.
     pub fn verify(&self, token: &str) -> Result<String, AuthFailure> {
+        use super::token_cache::Cached;
+        let now = jsonwebtoken::get_current_timestamp();
+        match self.cache.get(token, now) {
+            Cached::User(user) => return Ok(user),
+            Cached::Expired => return Err(AuthFailure::Expired),
+            Cached::Miss => {}
+        }
         let payload = self.verified_payload(token)?;
-        user_from_payload(&payload, &self.user_claim)
+        let user = user_from_payload(&payload, &self.user_claim)?;
+        // Cached only when its time claims read as plain numbers.
+        if let Ok(t) = serde_json::from_slice::<TimeClaims>(&payload) {
+            self.cache.insert(token, &user, t.exp, t.nbf);
+        }
+        Ok(user)
     }
 
     /// Like [`verify`](Self::verify), but returns all claims as compact JSON
@@ -634,6 +649,13 @@ fn usable_identity(user: &str) -> bool {
 }
 
 /// Reads the user claim without deserializing the other claims.
+/// The claims the token cache re-checks on every hit.
+#[derive(Deserialize)]
+struct TimeClaims {
+    exp: Option<u64>,
+    nbf: Option<u64>,
+}
+
 fn user_from_payload(payload: &[u8], claim: &str) -> Result<String, AuthFailure> {
     let mut de = serde_json::Deserializer::from_slice(payload);
     match UserClaim(claim).deserialize(&mut de) {

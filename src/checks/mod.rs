@@ -7,3 +7,4 @@ pub mod concurrency;
 pub mod jwt;
 pub mod rate_limit;
 pub mod request_sanity;
+pub mod token_cache;

@@ -1,0 +1,155 @@
+//! Tokens verified recently. A client sends the same token for hours, so
+//! its signature and claims are checked once, and each later request only
+//! looks it up (by the whole token, never a hash of it alone) and checks
+//! the clock against the `exp`/`nbf` it carried. Only tokens that passed
+//! every check are kept; the cache belongs to one `JwtVerifier`, so a reload
+//! that rotates keys starts with an empty one. Memory is bounded: a full
+//! shard is emptied, which costs nothing but re-verification.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+const SHARDS: usize = 8;
+/// Per shard; 8 × 2048 tokens of a few hundred bytes: well under 10 MB.
+const PER_SHARD: usize = 2048;
+
+#[derive(Debug, Clone)]
+struct Verified {
+    user: String,
+    exp: Option<u64>,
+    nbf: Option<u64>,
+}
+
+/// What a lookup found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Cached {
+    /// Verified before and still inside its validity window.
+    User(String),
+    /// Verified before, but its `exp` (plus leeway) has passed.
+    Expired,
+    /// Not verified before: check it in full.
+    Miss,
+}
+
+pub struct TokenCache {
+    shards: Vec<Mutex<HashMap<Box<str>, Verified>>>,
+    leeway: u64,
+}
+
+/// Never prints the tokens: they are credentials.
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenCache {{ {} tokens }}", self.len())
+    }
+}
+
+impl TokenCache {
+    pub fn new(leeway_secs: u64) -> TokenCache {
+        TokenCache {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            leeway: leeway_secs,
+        }
+    }
+
+    fn shard(&self, token: &str) -> &Mutex<HashMap<Box<str>, Verified>> {
+        // The signature's last bytes are as good as random: a cheap spread.
+        let b = token.as_bytes();
+        let i = b
+            .len()
+            .checked_sub(1)
+            .map_or(0, |l| b[l] as usize ^ b.len());
+        &self.shards[i % SHARDS]
+    }
+
+    pub fn get(&self, token: &str, now: u64) -> Cached {
+        let mut map = self.shard(token).lock().unwrap_or_else(|p| p.into_inner());
+        let Some(v) = map.get(token) else {
+            return Cached::Miss;
+        };
+        if v.exp
+            .is_some_and(|exp| now > exp.saturating_add(self.leeway))
+        {
+            map.remove(token);
+            return Cached::Expired;
+        }
+        if v.nbf
+            .is_some_and(|nbf| now.saturating_add(self.leeway) < nbf)
+        {
+            // Cannot happen for a token that verified, unless the clock
+            // stepped back: verify it again then.
+            return Cached::Miss;
+        }
+        Cached::User(v.user.clone())
+    }
+
+    pub fn insert(&self, token: &str, user: &str, exp: Option<u64>, nbf: Option<u64>) {
+        let mut map = self.shard(token).lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= PER_SHARD {
+            map.clear();
+        }
+        map.insert(
+            Box::from(token),
+            Verified {
+                user: user.to_string(),
+                exp,
+                nbf,
+            },
+        );
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_verified_token_is_found_until_it_expires_past_the_leeway() {
+        let c = TokenCache::new(30);
+        assert_eq!(c.get("a.b.c", 1000), Cached::Miss);
+        c.insert("a.b.c", "alice", Some(1000), None);
+        assert_eq!(c.get("a.b.c", 1000), Cached::User("alice".into()));
+        assert_eq!(c.get("a.b.c", 1030), Cached::User("alice".into()));
+        assert_eq!(c.get("a.b.c", 1031), Cached::Expired);
+        assert_eq!(
+            c.get("a.b.c", 1000),
+            Cached::Miss,
+            "an expired entry is dropped"
+        );
+    }
+
+    #[test]
+    fn only_the_exact_token_matches() {
+        let c = TokenCache::new(0);
+        c.insert("a.b.c", "alice", None, None);
+        assert_eq!(c.get("a.b.d", 0), Cached::Miss);
+        assert_eq!(c.get("a.b.c ", 0), Cached::Miss);
+    }
+
+    #[test]
+    fn memory_is_bounded_whatever_the_number_of_tokens() {
+        let c = TokenCache::new(0);
+        for i in 0..100_000 {
+            c.insert(&format!("tok{i}"), "u", None, None);
+        }
+        assert!(c.len() <= SHARDS * PER_SHARD);
+    }
+
+    #[test]
+    fn a_clock_stepped_back_before_nbf_means_verify_again() {
+        let c = TokenCache::new(0);
+        c.insert("t", "u", None, Some(500));
+        assert_eq!(c.get("t", 400), Cached::Miss);
+        assert_eq!(c.get("t", 500), Cached::User("u".into()));
+    }
+}
