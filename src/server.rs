@@ -38,15 +38,18 @@ pub fn run(
             .map_err(|e| format!("access_log.path {}: {e}", gw.access_log_path))?,
     );
     let p = &gw.process;
-    let mut conf = ServerConf::default();
-    conf.threads = p.threads;
-    conf.pid_file = p.pid_file.clone();
-    conf.upgrade_sock = p.upgrade_sock.clone();
-    conf.grace_period_seconds = Some(p.grace_period.as_secs());
-    conf.graceful_shutdown_timeout_seconds = Some(p.grace_period.as_secs().max(1));
-    conf.upstream_keepalive_pool_size = p.keepalive_pool;
-    conf.daemon = mode.daemon;
-    conf.daemon_wait_for_ready = mode.daemon;
+    let conf = ServerConf {
+        threads: p.threads,
+        pid_file: p.pid_file.clone(),
+        upgrade_sock: p.upgrade_sock.clone(),
+        // Drain for the configured time, never Pingora's 300 s default.
+        grace_period_seconds: Some(p.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(p.grace_period.as_secs().max(1)),
+        upstream_keepalive_pool_size: p.keepalive_pool,
+        daemon: mode.daemon,
+        daemon_wait_for_ready: mode.daemon,
+        ..ServerConf::default()
+    };
     let opt = Opt {
         upgrade: mode.upgrade,
         daemon: mode.daemon,

@@ -52,13 +52,15 @@ impl TokenCache {
     }
 
     fn shard(&self, token: &str) -> &Mutex<HashMap<Box<str>, Verified>> {
-        // The signature's last bytes are as good as random: a cheap spread.
+        // The signature's last bytes are as good as random; FNV-1a over a
+        // few of them spreads tokens evenly (a single base64 character of an
+        // ES256 signature would not: its last one takes only 4 values).
         let b = token.as_bytes();
-        let i = b
-            .len()
-            .checked_sub(1)
-            .map_or(0, |l| b[l] as usize ^ b.len());
-        &self.shards[i % SHARDS]
+        let tail = &b[b.len().saturating_sub(12)..];
+        let h = tail.iter().fold(0x811c_9dc5_u32, |h, &c| {
+            (h ^ u32::from(c)).wrapping_mul(0x0100_0193)
+        });
+        &self.shards[h as usize % SHARDS]
     }
 
     pub fn get(&self, token: &str, now: u64) -> Cached {
@@ -143,6 +145,17 @@ mod tests {
             c.insert(&format!("tok{i}"), "u", None, None);
         }
         assert!(c.len() <= SHARDS * PER_SHARD);
+    }
+
+    #[test]
+    fn tokens_that_differ_only_near_the_end_spread_over_the_shards() {
+        let c = TokenCache::new(0);
+        let used: std::collections::HashSet<_> = ["w", "A", "Q", "g"]
+            .iter()
+            .flat_map(|last| (0..64).map(move |i| format!("h.p.sig{i:02}xx{last}")))
+            .map(|t| c.shard(&t) as *const _ as usize)
+            .collect();
+        assert_eq!(used.len(), SHARDS);
     }
 
     #[test]
