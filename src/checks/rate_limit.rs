@@ -8,7 +8,6 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::num::NonZeroUsize;
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Instant;
 
@@ -179,6 +178,9 @@ type Map = LruCache<Box<[u8]>, Node>;
 /// whatever keys clients send; lookups by `&[u8]` never allocate.
 pub struct LocalStore {
     shards: Box<[Mutex<Map>]>,
+    /// Keys per shard. The maps grow up to it rather than reserve it up
+    /// front: a zone sized for 100k keys costs nothing until it is used.
+    cap: usize,
     /// Random per store, so clients cannot aim all their keys at one shard.
     hasher: RandomState,
 }
@@ -188,10 +190,24 @@ impl LocalStore {
     /// shards so that the total never exceeds `max_keys`.
     pub fn new(max_keys: usize) -> Self {
         let count = max_keys.clamp(1, SHARDS);
-        let cap = NonZeroUsize::new(max_keys / count).unwrap_or(NonZeroUsize::MIN);
-        let shards = (0..count).map(|_| Mutex::new(LruCache::new(cap))).collect();
+        let cap = (max_keys / count).max(1);
+        let shards = (0..count)
+            .map(|_| Mutex::new(LruCache::unbounded()))
+            .collect();
         let hasher = RandomState::new();
-        LocalStore { shards, hasher }
+        LocalStore {
+            shards,
+            cap,
+            hasher,
+        }
+    }
+
+    /// Insert a new key, dropping the least recently used one at the bound.
+    fn insert(&self, map: &mut Map, key: &[u8], node: Node) {
+        if map.len() >= self.cap {
+            map.pop_lru();
+        }
+        map.put(key.into(), node);
     }
 
     /// Locks the key's shard. Poison is recovered: a critical section is one
@@ -215,14 +231,14 @@ impl RateStore for LocalStore {
         if let Some(node) = map.get_mut(key) {
             return node.account(now_ms, spec);
         }
-        map.put(key.into(), Node::fresh(now_ms));
+        self.insert(&mut map, key, Node::fresh(now_ms));
         0
     }
 
     fn acquire(&self, key: &[u8], now_ms: u64, spec: &ZoneSpec) -> Peek {
         let mut map = self.shard(key);
         let Some(node) = map.get_mut(key) else {
-            map.put(key.into(), Node::fresh(now_ms));
+            self.insert(&mut map, key, Node::fresh(now_ms));
             return Peek::Pass { excess: 0 };
         };
         match node.evaluate(now_ms, spec) {
