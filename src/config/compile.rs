@@ -432,6 +432,10 @@ fn upstreams(
                     "must start with '/'",
                 ));
             }
+            log::warn!(
+                "upstreams.{name}.health_check is accepted but not run by this version: \
+                 every server counts as healthy"
+            );
         }
         // The in-flight count outlives a reload, or a reload would reset the cap.
         let inflight = previous.and_then(|p| p.upstreams.get(name)).map_or_else(
