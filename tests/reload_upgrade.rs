@@ -372,3 +372,29 @@ impl Drop for DaemonGuard {
         unsafe { libc::kill(self.0, libc::SIGTERM) };
     }
 }
+
+#[test]
+fn a_reload_that_needs_a_restart_says_so_and_applies_the_rest() {
+    let upstream = Upstream::start();
+    let cfg = config(&upstream);
+    let mut gw = cfg.start();
+
+    // A new listener and thread count need `-u`; the header applies now.
+    let other = common::free_port();
+    let changed = cfg
+        .clone()
+        .server("threads", "2")
+        .section("listeners", &format!("- address: 127.0.0.1:{}\n- address: 127.0.0.1:{other}\n", cfg.port))
+        .section("headers", "response:\n  X-Reloaded: \"yes\"\n");
+    std::fs::write(cfg.dir().join("colorgate.yaml"), changed.yaml()).unwrap();
+    gw.signal(libc::SIGHUP);
+
+    eventually(Duration::from_secs(5), || gw.get("/x").header("x-reloaded").map(|_| ()));
+    let stderr = eventually(Duration::from_secs(5), || {
+        let e = gw.stderr();
+        e.contains("server.threads changed").then_some(e)
+    });
+    assert!(stderr.contains("listeners changed"), "{stderr}");
+    assert!(stderr.contains("colorgate run -u"), "{stderr}");
+    assert!(Conn::try_open(other).is_err(), "a listener was added without a restart");
+}
