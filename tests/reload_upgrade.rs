@@ -330,6 +330,8 @@ fn upgrade_with_u_hands_over_every_listener_and_loses_no_request() {
 fn daemon_mode_returns_once_serving_and_writes_the_pid_file() {
     let upstream = Upstream::start();
     let cfg = config(&upstream);
+    // Whatever happens below, the daemon this test starts is ended.
+    let _daemon = DaemonGuard(cfg.path("colorgate.pid"));
     // Output to files: the daemon keeps them open after the launcher exits.
     let log = std::fs::File::create(cfg.path("daemon.out")).unwrap();
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_colorgate"))
@@ -345,14 +347,13 @@ fn daemon_mode_returns_once_serving_and_writes_the_pid_file() {
         "{}",
         std::fs::read_to_string(cfg.path("daemon.out")).unwrap_or_default()
     );
-    // The launcher has returned (Pingora's daemon_wait_for_ready: the
-    // daemon is up and ready for its sockets); the pid file names it.
+    // The launcher has returned: the daemon is set up and its pid file
+    // names it; it serves once its listeners are bound.
     let pid: i32 = std::fs::read_to_string(cfg.path("colorgate.pid"))
         .unwrap()
         .trim()
         .parse()
         .unwrap();
-    let daemon = DaemonGuard(pid);
     let resp = eventually(Duration::from_secs(10), || {
         let r = Conn::try_open(cfg.port)
             .ok()
@@ -361,15 +362,20 @@ fn daemon_mode_returns_once_serving_and_writes_the_pid_file() {
     });
     assert_eq!(resp.status, 200);
     assert_eq!(upstream.requests().len(), 1);
-    drop(daemon);
+    assert!(pid > 1 && pid != std::process::id() as i32);
 }
 
 /// Ends the daemon this test started, by the PID it wrote.
-struct DaemonGuard(i32);
+struct DaemonGuard(std::path::PathBuf);
 
 impl Drop for DaemonGuard {
     fn drop(&mut self) {
-        unsafe { libc::kill(self.0, libc::SIGTERM) };
+        let pid = std::fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok());
+        if let Some(pid) = pid.filter(|p| *p > 1) {
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
     }
 }
 
@@ -384,17 +390,28 @@ fn a_reload_that_needs_a_restart_says_so_and_applies_the_rest() {
     let changed = cfg
         .clone()
         .server("threads", "2")
-        .section("listeners", &format!("- address: 127.0.0.1:{}\n- address: 127.0.0.1:{other}\n", cfg.port))
+        .section(
+            "listeners",
+            &format!(
+                "- address: 127.0.0.1:{}\n- address: 127.0.0.1:{other}\n",
+                cfg.port
+            ),
+        )
         .section("headers", "response:\n  X-Reloaded: \"yes\"\n");
     std::fs::write(cfg.dir().join("colorgate.yaml"), changed.yaml()).unwrap();
     gw.signal(libc::SIGHUP);
 
-    eventually(Duration::from_secs(5), || gw.get("/x").header("x-reloaded").map(|_| ()));
+    eventually(Duration::from_secs(5), || {
+        gw.get("/x").header("x-reloaded").map(|_| ())
+    });
     let stderr = eventually(Duration::from_secs(5), || {
         let e = gw.stderr();
         e.contains("server.threads changed").then_some(e)
     });
     assert!(stderr.contains("listeners changed"), "{stderr}");
     assert!(stderr.contains("colorgate run -u"), "{stderr}");
-    assert!(Conn::try_open(other).is_err(), "a listener was added without a restart");
+    assert!(
+        Conn::try_open(other).is_err(),
+        "a listener was added without a restart"
+    );
 }
