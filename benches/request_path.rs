@@ -33,12 +33,10 @@
 //!   and `cached` repeats the fixture token from tests/fixtures/jwt (the
 //!   lookup a client reusing its token pays).
 //! - `request_id`: `respond::new_request_id`.
-//! - `access_log`: the contract §4 line. `observe::line` takes a Pingora
-//!   `Session`, which cannot be built outside a connection, so this repeats
-//!   its formatting calls (json::push_str/push_opt/push_bytes,
-//!   access_log::push_rfc3339_millis, `write!` for numbers and addresses)
-//!   over the same fields: into a reused `String`, and into a fresh one per
-//!   line as `observe.rs` does (the line is moved into the log queue).
+//! - `access_log`: the contract §4 line, formatted by `observe::LogLine`
+//!   (what the gateway runs per request): into a reused `String`, and into
+//!   a fresh one per line as `observe.rs` does (the line is moved into the
+//!   log queue).
 //! - `sequence`: one admitted request through allowlist + per-IP rate limit
 //!   + `Authorization: Bearer` parse + JWT verify, with HS256 and with ES256
 //!   (issue 3's "one full check sequence"), over rotating client IPs, with a
@@ -50,18 +48,16 @@
 //! The binary's allocator (mimalloc) is used here too, so allocation costs
 //! match the gateway's.
 
-use colorgate::access_log::push_rfc3339_millis;
 use colorgate::checks::allowlist::IpSet;
 use colorgate::checks::jwt::{bearer_token, JwtSettings, JwtVerifier, KeySource};
 use colorgate::checks::rate_limit::{self, check, monotonic_ms, Decision, RateZone, ZoneSpec};
 use colorgate::client_ip;
-use colorgate::json;
+use colorgate::observe::LogLine;
 use colorgate::respond::new_request_id;
 use colorgate::routes::{self, MatchKind, PathChange};
 use criterion::Criterion;
 use jsonwebtoken::Algorithm;
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant, SystemTime};
@@ -259,7 +255,7 @@ struct Fixtures {
     fresh_hs256: Vec<String>,
     fresh_es256: Vec<String>,
     fresh_eddsa: Vec<String>,
-    log: LogFields,
+    log: LogLine<'static>,
 }
 
 impl Fixtures {
@@ -315,7 +311,7 @@ impl Fixtures {
             fresh_es256,
             fresh_eddsa,
             tokens,
-            log: contract_log_fields(),
+            log: contract_log_line(),
         }
     }
 
@@ -365,32 +361,12 @@ impl Fixtures {
     }
 }
 
-/// The fields of one contract §4 line (the example in CONTRACT.md).
-struct LogFields {
-    start: Instant,
-    request_id: String,
-    remote_addr: IpAddr,
-    client_ip: Option<IpAddr>,
-    method: &'static str,
-    uri: &'static str,
-    route: Option<&'static str>,
-    status: u16,
-    bytes_sent: u64,
-    bytes_received: u64,
-    upstream_addr: Option<&'static str>,
-    upstream_status: Option<u16>,
-    upstream_time: Option<Duration>,
-    user: Option<&'static str>,
-    auth: &'static str,
-    deny: Option<&'static str>,
-    headers: [(&'static str, Option<&'static [u8]>); 3],
-}
-
-fn contract_log_fields() -> LogFields {
-    LogFields {
-        start: Instant::now(),
-        request_id: new_request_id(),
-        remote_addr: ip("203.0.113.7"),
+/// The contract §4 example line, as `observe::LogLine` holds it.
+fn contract_log_line() -> LogLine<'static> {
+    LogLine {
+        time: SystemTime::now(),
+        request_id: "3f9c2a7d41e0b8c65a1d9e2f70b4c3a8",
+        remote_addr: Some(ip("203.0.113.7")),
         client_ip: Some(ip("203.0.113.7")),
         method: "POST",
         uri: "/api/colorize?render_factor=35",
@@ -398,79 +374,17 @@ fn contract_log_fields() -> LogFields {
         status: 200,
         bytes_sent: 123_456,
         bytes_received: 654_321,
+        request_time: Duration::from_millis(812),
         upstream_addr: Some("127.0.0.1:7860"),
         upstream_status: Some(200),
         upstream_time: Some(Duration::from_millis(807)),
-        user: Some("user123"),
+        user_id: Some("user123"),
         auth: "ok",
         deny: None,
-        headers: [
-            ("referer", None),
-            ("user_agent", Some(&b"curl/8.5"[..])),
-            ("x_forwarded_for", None),
-        ],
+        referer: None,
+        user_agent: Some(std::borrow::Cow::Borrowed(b"curl/8.5")),
+        x_forwarded_for: None,
     }
-}
-
-/// The same calls as `observe::line`, in the same order, on plain fields
-/// instead of a Pingora `Session` (which only a live connection makes).
-fn push_access_line(o: &mut String, r: &LogFields) {
-    o.push_str("{\"time\":\"");
-    push_rfc3339_millis(o, SystemTime::now());
-    o.push_str("\",\"request_id\":");
-    json::push_str(o, &r.request_id);
-    let _ = write!(o, ",\"remote_addr\":\"{}\"", r.remote_addr);
-    o.push_str(",\"client_ip\":");
-    match r.client_ip {
-        Some(ip) => {
-            let _ = write!(o, "\"{ip}\"");
-        }
-        None => o.push_str("null"),
-    }
-    o.push_str(",\"method\":");
-    json::push_str(o, r.method);
-    o.push_str(",\"uri\":");
-    json::push_str(o, r.uri);
-    o.push_str(",\"route\":");
-    json::push_opt(o, r.route);
-    let _ = write!(
-        o,
-        ",\"status\":{},\"bytes_sent\":{},\"bytes_received\":{},\"request_time\":{:.3}",
-        r.status,
-        r.bytes_sent,
-        r.bytes_received,
-        r.start.elapsed().as_secs_f64()
-    );
-    o.push_str(",\"upstream_addr\":");
-    json::push_opt(o, r.upstream_addr);
-    o.push_str(",\"upstream_status\":");
-    match r.upstream_status {
-        Some(st) => {
-            let _ = write!(o, "{st}");
-        }
-        None => o.push_str("null"),
-    }
-    o.push_str(",\"upstream_time\":");
-    match r.upstream_time {
-        Some(t) => {
-            let _ = write!(o, "{:.3}", t.as_secs_f64());
-        }
-        None => o.push_str("null"),
-    }
-    o.push_str(",\"user_id\":");
-    json::push_opt(o, r.user);
-    o.push_str(",\"auth\":");
-    json::push_str(o, r.auth);
-    o.push_str(",\"deny\":");
-    json::push_opt(o, r.deny);
-    for (key, value) in r.headers {
-        let _ = write!(o, ",\"{key}\":");
-        match value {
-            Some(v) => json::push_bytes(o, v),
-            None => o.push_str("null"),
-        }
-    }
-    o.push('}');
 }
 
 /// One admitted request through the checks `proxy::admit` runs before the
@@ -636,12 +550,12 @@ fn cases(fx: &Fixtures) -> Vec<Case<'_>> {
         // access_log
         Case::new("access_log", "line_reused_buffer", move || {
             line.clear();
-            push_access_line(&mut line, black_box(&fx.log));
+            black_box(&fx.log).write_json(&mut line);
             black_box(&line);
         }),
         Case::new("access_log", "line_fresh_string", move || {
             let mut o = String::with_capacity(512);
-            push_access_line(&mut o, black_box(&fx.log));
+            black_box(&fx.log).write_json(&mut o);
             black_box(o);
         }),
         // sequence: rotating client IPs; a new token each time, or one cached token.

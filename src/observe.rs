@@ -6,6 +6,7 @@ use crate::access_log::{push_rfc3339_millis, AccessLog};
 use crate::json;
 use pingora_core::protocols::http::ServerSession as HttpSession;
 use pingora_proxy::Session;
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
@@ -47,81 +48,168 @@ fn line(s: &Session, r: &RequestRecord<'_>, status: u16) -> String {
         HttpSession::H1(h1) => h1.get_headers_raw_bytes().len() as u64,
         _ => 0,
     };
+    // Every line of a repeated header, as nginx 1.23+ logs them.
+    let header = |name: &str| {
+        crate::client_ip::joined_values(req.headers.get_all(name).iter().map(|v| v.as_bytes()))
+    };
+    let fields = LogLine {
+        time: SystemTime::now(),
+        request_id: r.request_id,
+        remote_addr: s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
+        client_ip: r.client_ip,
+        method: req.method.as_str(),
+        uri: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+        route: r.route,
+        status,
+        bytes_sent: s.body_bytes_sent() as u64,
+        bytes_received: header_len + r.bytes_received,
+        request_time: r.start.elapsed(),
+        upstream_addr: r.upstream_addr,
+        upstream_status: r.upstream_status,
+        upstream_time: r.upstream_time,
+        user_id: r.user,
+        auth: r.auth,
+        deny: r.deny,
+        referer: header("referer"),
+        user_agent: header("user-agent"),
+        x_forwarded_for: header("x-forwarded-for"),
+    };
     let mut o = String::with_capacity(512);
-    o.push_str("{\"time\":\"");
-    push_rfc3339_millis(&mut o, SystemTime::now());
-    o.push_str("\",\"request_id\":");
-    json::push_str(&mut o, r.request_id);
-    o.push_str(",\"remote_addr\":");
-    match s.client_addr().and_then(|a| a.as_inet()) {
-        Some(a) => {
-            let _ = write!(o, "\"{}\"", a.ip());
+    fields.write_json(&mut o);
+    o
+}
+
+/// Everything one access-log line says, as plain values (CONTRACT §4).
+pub struct LogLine<'a> {
+    pub time: SystemTime,
+    pub request_id: &'a str,
+    pub remote_addr: Option<IpAddr>,
+    pub client_ip: Option<IpAddr>,
+    pub method: &'a str,
+    /// Path and query, as received.
+    pub uri: &'a str,
+    pub route: Option<&'a str>,
+    pub status: u16,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub request_time: Duration,
+    pub upstream_addr: Option<&'a str>,
+    pub upstream_status: Option<u16>,
+    pub upstream_time: Option<Duration>,
+    pub user_id: Option<&'a str>,
+    pub auth: &'a str,
+    pub deny: Option<&'a str>,
+    pub referer: Option<Cow<'a, [u8]>>,
+    pub user_agent: Option<Cow<'a, [u8]>>,
+    pub x_forwarded_for: Option<Cow<'a, [u8]>>,
+}
+
+impl LogLine<'_> {
+    /// Append the line as one JSON object, without a newline.
+    pub fn write_json(&self, o: &mut String) {
+        o.push_str("{\"time\":\"");
+        push_rfc3339_millis(o, self.time);
+        o.push_str("\",\"request_id\":");
+        json::push_str(o, self.request_id);
+        o.push_str(",\"remote_addr\":");
+        push_ip(o, self.remote_addr);
+        o.push_str(",\"client_ip\":");
+        push_ip(o, self.client_ip);
+        o.push_str(",\"method\":");
+        json::push_str(o, self.method);
+        o.push_str(",\"uri\":");
+        json::push_str(o, self.uri);
+        o.push_str(",\"route\":");
+        json::push_opt(o, self.route);
+        let _ = write!(
+            o,
+            ",\"status\":{},\"bytes_sent\":{},\"bytes_received\":{},\"request_time\":{:.3}",
+            self.status,
+            self.bytes_sent,
+            self.bytes_received,
+            self.request_time.as_secs_f64()
+        );
+        o.push_str(",\"upstream_addr\":");
+        json::push_opt(o, self.upstream_addr);
+        o.push_str(",\"upstream_status\":");
+        match self.upstream_status {
+            Some(st) => {
+                let _ = write!(o, "{st}");
+            }
+            None => o.push_str("null"),
         }
-        None => o.push_str("null"),
+        o.push_str(",\"upstream_time\":");
+        match self.upstream_time {
+            Some(t) => {
+                let _ = write!(o, "{:.3}", t.as_secs_f64());
+            }
+            None => o.push_str("null"),
+        }
+        o.push_str(",\"user_id\":");
+        json::push_opt(o, self.user_id);
+        o.push_str(",\"auth\":");
+        json::push_str(o, self.auth);
+        o.push_str(",\"deny\":");
+        json::push_opt(o, self.deny);
+        for (key, value) in [
+            ("referer", &self.referer),
+            ("user_agent", &self.user_agent),
+            ("x_forwarded_for", &self.x_forwarded_for),
+        ] {
+            let _ = write!(o, ",\"{key}\":");
+            match value {
+                Some(v) => json::push_bytes(o, v),
+                None => o.push_str("null"),
+            }
+        }
+        o.push('}');
     }
-    o.push_str(",\"client_ip\":");
-    match r.client_ip {
+}
+
+fn push_ip(o: &mut String, ip: Option<IpAddr>) {
+    match ip {
         Some(ip) => {
             let _ = write!(o, "\"{ip}\"");
         }
         None => o.push_str("null"),
     }
-    o.push_str(",\"method\":");
-    json::push_str(&mut o, req.method.as_str());
-    o.push_str(",\"uri\":");
-    json::push_str(&mut o, req.uri.path_and_query().map_or("/", |p| p.as_str()));
-    o.push_str(",\"route\":");
-    json::push_opt(&mut o, r.route);
-    let _ = write!(
-        o,
-        ",\"status\":{status},\"bytes_sent\":{},\"bytes_received\":{},\"request_time\":{:.3}",
-        s.body_bytes_sent(),
-        header_len + r.bytes_received,
-        r.start.elapsed().as_secs_f64()
-    );
-    o.push_str(",\"upstream_addr\":");
-    json::push_opt(&mut o, r.upstream_addr);
-    o.push_str(",\"upstream_status\":");
-    match r.upstream_status {
-        Some(st) => {
-            let _ = write!(o, "{st}");
-        }
-        None => o.push_str("null"),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_is_one_json_object_with_every_contract_field() {
+        let line = LogLine {
+            time: SystemTime::UNIX_EPOCH,
+            request_id: "abc",
+            remote_addr: Some("203.0.113.7".parse().unwrap()),
+            client_ip: None,
+            method: "POST",
+            uri: "/api/colorize?x=\"1\"",
+            route: Some("/api/colorize"),
+            status: 200,
+            bytes_sent: 5,
+            bytes_received: 7,
+            request_time: Duration::from_millis(812),
+            upstream_addr: Some("127.0.0.1:7860"),
+            upstream_status: Some(200),
+            upstream_time: None,
+            user_id: Some("u"),
+            auth: "ok",
+            deny: None,
+            referer: None,
+            user_agent: Some(Cow::Borrowed(b"curl/8.5")),
+            x_forwarded_for: None,
+        };
+        let mut o = String::new();
+        line.write_json(&mut o);
+        let v: serde_json::Value = serde_json::from_str(&o).unwrap();
+        assert_eq!(v.as_object().unwrap().len(), 20);
+        assert_eq!(v["uri"], "/api/colorize?x=\"1\"");
+        assert_eq!(v["request_time"], 0.812);
+        assert_eq!(v["client_ip"], serde_json::Value::Null);
+        assert_eq!(v["user_agent"], "curl/8.5");
     }
-    o.push_str(",\"upstream_time\":");
-    match r.upstream_time {
-        Some(t) => {
-            let _ = write!(o, "{:.3}", t.as_secs_f64());
-        }
-        None => o.push_str("null"),
-    }
-    o.push_str(",\"user_id\":");
-    json::push_opt(&mut o, r.user);
-    o.push_str(",\"auth\":");
-    json::push_str(&mut o, r.auth);
-    o.push_str(",\"deny\":");
-    json::push_opt(&mut o, r.deny);
-    for (key, name) in [
-        ("referer", "referer"),
-        ("user_agent", "user-agent"),
-        ("x_forwarded_for", "x-forwarded-for"),
-    ] {
-        let _ = write!(o, ",\"{key}\":");
-        // Every line of a repeated header, as nginx 1.23+ logs them.
-        let mut values = req.headers.get_all(name).iter();
-        match (values.next(), values.next()) {
-            (None, _) => o.push_str("null"),
-            (Some(v), None) => json::push_bytes(&mut o, v.as_bytes()),
-            (Some(first), Some(second)) => {
-                let mut joined = first.as_bytes().to_vec();
-                for v in std::iter::once(second).chain(values) {
-                    joined.extend_from_slice(b", ");
-                    joined.extend_from_slice(v.as_bytes());
-                }
-                json::push_bytes(&mut o, &joined);
-            }
-        }
-    }
-    o.push('}');
-    o
 }
