@@ -116,6 +116,16 @@ pub fn run(
         admin.threads = Some(1);
         after_bootstrap(server.add_service(admin));
     }
+    // Health checks run in the serving process (after a -d fork).
+    let checker = crate::health::HealthChecker {
+        gateway: gateway.clone(),
+    };
+    after_bootstrap(
+        server.add_service(pingora_core::services::background::background_service(
+            "health checks",
+            checker,
+        )),
+    );
     for svc in extra {
         after_bootstrap(server.add_boxed_service(svc));
     }

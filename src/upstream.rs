@@ -37,6 +37,16 @@ impl Drop for BackendSlot {
     }
 }
 
+/// `health_check:` of an upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSpec {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_after: u32,
+    pub unhealthy_after: u32,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     pub connect: Duration,
@@ -52,6 +62,8 @@ pub struct Upstream {
     next: AtomicUsize,
     /// Requests in flight to the whole upstream (the `concurrency.upstream` cap).
     pub inflight: Arc<UpstreamInflight>,
+    /// Active health checks, when configured (see `health.rs`).
+    pub health: Option<HealthSpec>,
 }
 
 impl Upstream {
@@ -86,6 +98,7 @@ impl Upstream {
             policy,
             next: AtomicUsize::new(0),
             inflight,
+            health: None,
         }
     }
 

@@ -432,11 +432,29 @@ fn upstreams(
                     "must start with '/'",
                 ));
             }
-            log::warn!(
-                "upstreams.{name}.health_check is accepted but not run by this version: \
-                 every server counts as healthy"
-            );
+            if hc.healthy_after == 0 || hc.unhealthy_after == 0 {
+                errs.push(ConfigError::new(
+                    at("health_check"),
+                    "healthy_after and unhealthy_after must be at least 1",
+                ));
+            }
+            if hc.interval.0.is_zero() || hc.timeout.0.is_zero() {
+                errs.push(ConfigError::new(
+                    at("health_check"),
+                    "interval and timeout must be above 0",
+                ));
+            }
         }
+        let health = u
+            .health_check
+            .as_ref()
+            .map(|hc| crate::upstream::HealthSpec {
+                path: hc.path.clone(),
+                interval: hc.interval.0,
+                timeout: hc.timeout.0,
+                healthy_after: hc.healthy_after,
+                unhealthy_after: hc.unhealthy_after,
+            });
         // The in-flight count outlives a reload, or a reload would reset the cap.
         let inflight = previous.and_then(|p| p.upstreams.get(name)).map_or_else(
             || Arc::new(UpstreamInflight::default()),
@@ -453,10 +471,38 @@ fn upstreams(
         };
         out.insert(
             name.clone(),
-            Arc::new(Upstream::new(name, servers, policy, timeouts, inflight)),
+            Arc::new(upstream_with_health(
+                name, servers, policy, timeouts, inflight, health, previous,
+            )),
         );
     }
     out
+}
+
+/// A server keeps the health it was last found in across a reload, so a
+/// reload does not send traffic back to a server known to be down.
+fn upstream_with_health(
+    name: &str,
+    servers: Vec<(String, SocketAddr)>,
+    policy: Policy,
+    timeouts: Timeouts,
+    inflight: Arc<UpstreamInflight>,
+    health: Option<crate::upstream::HealthSpec>,
+    previous: Option<&Gateway>,
+) -> Upstream {
+    let mut up = Upstream::new(name, servers, policy, timeouts, inflight);
+    if health.is_some() {
+        if let Some(old) = previous.and_then(|p| p.upstreams.get(name)) {
+            for b in &up.backends {
+                if let Some(o) = old.backends.iter().find(|o| o.label == b.label) {
+                    let h = o.healthy.load(std::sync::atomic::Ordering::Relaxed);
+                    b.healthy.store(h, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    up.health = health;
+    up
 }
 
 fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
