@@ -26,15 +26,32 @@ use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A port that was free a moment ago: binds 127.0.0.1:0, reads the port, closes.
-/// Small race: another process may take it before the gateway binds it. The kernel hands
-/// out ephemeral ports round-robin, so a reuse within a test's lifetime is very unlikely.
+/// A port that was free a moment ago, for the gateway to bind. Taken below
+/// the kernel's ephemeral range (32768+ here): a port handed out by
+/// `bind(0)` can be taken again by any outgoing connection (the gateway's
+/// own upstream and health-check connections among them) before the
+/// gateway binds it; ports from 20000–32767 are only ever handed out here,
+/// each once per test process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    // Test binaries run one after another; a per-process offset keeps a
+    // rerun from reusing the ports a previous run may still hold.
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id() % COUNT,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..COUNT {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % COUNT) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + COUNT)
 }
 
 /// An address nobody listens on (connection refused), for "upstream down" tests.
