@@ -57,7 +57,8 @@ pub struct Ctx {
     /// Held while the request is in flight; released on drop, on every path.
     slots: Slots,
     _active: ActiveRequest,
-    upstream_addr: Option<(usize, usize)>,
+    /// The server of the route's upstream this request went to.
+    backend: Option<usize>,
     upstream_start: Option<Instant>,
     upstream_time: Option<Duration>,
     upstream_status: Option<u16>,
@@ -409,7 +410,7 @@ impl ProxyHttp for Proxy {
             body: Default::default(),
             slots: Slots::default(),
             _active: ActiveRequest::new(),
-            upstream_addr: None,
+            backend: None,
             upstream_start: None,
             upstream_time: None,
             upstream_status: None,
@@ -501,14 +502,8 @@ impl ProxyHttp for Proxy {
         let (backend, peer, slot) = upstream.pick().ok_or_else(|| {
             Error::explain(ErrorType::HTTPStatus(503), "every server is unhealthy")
         })?;
-        let up_idx = ctx
-            .gw
-            .upstreams
-            .values()
-            .position(|u| Arc::ptr_eq(u, upstream))
-            .unwrap_or(0);
         ctx.slots._backend = Some(slot);
-        ctx.upstream_addr = Some((up_idx, backend));
+        ctx.backend = Some(backend);
         ctx.upstream_start = Some(Instant::now());
         Ok(peer)
     }
@@ -652,13 +647,9 @@ fn ctx_view(ctx: &Ctx) -> crate::observe::RequestRecord<'_> {
         user: ctx.user.as_deref(),
         auth: ctx.auth,
         deny: ctx.deny.as_deref(),
-        upstream_addr: ctx.upstream_addr.and_then(|(u, b)| {
-            ctx.gw
-                .upstreams
-                .values()
-                .nth(u)
-                .map(|u| u.backends[b].label.as_str())
-        }),
+        upstream_addr: route
+            .zip(ctx.backend)
+            .map(|(r, b)| r.upstream.backends[b].label.as_str()),
         upstream_status: ctx.upstream_status,
         upstream_time: ctx.upstream_time,
         bytes_received: ctx.body.total(),
