@@ -105,22 +105,8 @@ fn jwt_config(upstream: &Upstream, jwt: &str) -> GatewayConfig {
             cfg = cfg.file(&name, fixture(&name));
         }
     }
-    let body = format!("jwt:\n{}", indent(jwt));
+    let body = format!("jwt:\n{}", common::indent(jwt));
     cfg.section("auth", &body).routes(JWT_ROUTES)
-}
-
-fn indent(text: &str) -> String {
-    let lines: Vec<&str> = text.trim_matches('\n').lines().collect();
-    let min = lines
-        .iter()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.len() - l.trim_start().len())
-        .min()
-        .unwrap_or(0);
-    lines
-        .iter()
-        .map(|l| format!("  {}\n", l.get(min..).unwrap_or("").trim_end()))
-        .collect()
 }
 
 /// HS256 with issuer, audience and a 30 s leeway: the contract's usual setup.

@@ -133,7 +133,8 @@ fn set(list: &mut Vec<(String, String)>, key: &str, value: &str) {
     }
 }
 
-fn indent(body: &str) -> String {
+/// Dedent `body` and indent it by two spaces, as a section's YAML body.
+pub fn indent(body: &str) -> String {
     let lines: Vec<&str> = body.trim_matches('\n').lines().collect();
     let width = |l: &&str| l.len() - l.trim_start().len();
     let min = lines

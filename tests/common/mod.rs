@@ -18,7 +18,7 @@ mod gateway;
 mod http;
 mod upstream;
 
-pub use gateway::{config, Gateway, GatewayConfig, READY_TIMEOUT, STOP_TIMEOUT};
+pub use gateway::{config, indent, Gateway, GatewayConfig, READY_TIMEOUT, STOP_TIMEOUT};
 pub use http::{build_request, chunked, http, raw, read_response, Conn, Response, IO_TIMEOUT};
 pub use upstream::{RecordedRequest, Upstream};
 
