@@ -241,15 +241,19 @@ pub fn push_rfc3339_millis(out: &mut String, t: SystemTime) {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    use std::fmt::Write as _;
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    );
+    use crate::json::push_padded;
+    push_padded(out, year.max(0) as u64, 4);
+    for (sep, n) in [('-', month as u64), ('-', day as u64), ('T', rem / 3600)] {
+        out.push(sep);
+        push_padded(out, n, 2);
+    }
+    for (sep, n) in [(':', rem % 3600 / 60), (':', rem % 60)] {
+        out.push(sep);
+        push_padded(out, n, 2);
+    }
+    out.push('.');
+    push_padded(out, d.subsec_millis().into(), 3);
+    out.push('Z');
 }
 
 #[cfg(test)]

@@ -5,7 +5,13 @@
 //! one any client can write — is used only when every hop after it is trusted.
 
 use crate::checks::allowlist::{canonical, IpSet};
+use http::HeaderName;
 use std::net::IpAddr;
+
+/// Looked up on every request: parsed once here rather than from a `&str`
+/// at every lookup.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Find the client address from the peer and the headers it sent.
 pub fn resolve(
@@ -76,9 +82,13 @@ pub fn forwarded_for(peer: IpAddr, received: Option<&[u8]>, trusted: &IpSet) -> 
     let peer = canonical(peer);
     match received.and_then(|v| std::str::from_utf8(v).ok()) {
         Some(chain) if !chain.trim().is_empty() && trusted.contains(peer) => {
-            format!("{}, {}", chain.trim(), peer)
+            let mut out = String::with_capacity(chain.len() + 17);
+            out.push_str(chain.trim());
+            out.push_str(", ");
+            crate::json::push_ip_text(&mut out, peer);
+            out
         }
-        _ => peer.to_string(),
+        _ => crate::json::ip_text(peer),
     }
 }
 

@@ -66,6 +66,8 @@ pub struct Route {
     /// Zones keyed by user: run after JWT.
     pub user_zones: Vec<Arc<RateZone>>,
     pub access_log: bool,
+    /// `colorgate_requests_total{route=path}`, resolved once per status.
+    pub requests: crate::metrics::RequestCounters,
 }
 
 /// Everything a request reads, compiled from one config file.
@@ -90,6 +92,8 @@ pub struct Gateway {
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     pub hsts: Option<HeaderValue>,
     pub errors: ErrorBodies,
+    /// `colorgate_requests_total{route=""}`: requests no route matched.
+    pub unrouted: crate::metrics::RequestCounters,
     pub access_log_path: String,
 }
 

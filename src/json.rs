@@ -5,27 +5,98 @@
 /// Append `s` as a JSON string literal, quotes included.
 pub fn push_str(out: &mut String, s: &str) {
     out.push('"');
+    let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, c) in s.char_indices() {
-        let esc = match c {
-            '"' => "\\\"",
-            '\\' => "\\\\",
-            '\n' => "\\n",
-            '\r' => "\\r",
-            '\t' => "\\t",
-            c if (c as u32) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => "",
-            _ => continue,
+    let mut i = 0;
+    // Scan bytes, not chars: almost every byte of a log line needs no escape.
+    while i < bytes.len() {
+        let b = bytes[i];
+        let (esc, len) = match b {
+            b'"' => ("\\\"", 1),
+            b'\\' => ("\\\\", 1),
+            b'\n' => ("\\n", 1),
+            b'\r' => ("\\r", 1),
+            b'\t' => ("\\t", 1),
+            0..=0x1f => ("", 1),
+            // U+2028 and U+2029 (E2 80 A8/A9) end a line in JavaScript.
+            0xe2 if matches!(bytes.get(i + 1..i + 3), Some([0x80, 0xa8 | 0xa9])) => ("", 3),
+            _ => {
+                i += 1;
+                continue;
+            }
         };
         out.push_str(&s[start..i]);
         if esc.is_empty() {
-            out.push_str(&format!("\\u{:04x}", c as u32));
+            let c = s[i..].chars().next().map_or(0, |c| c as u32);
+            out.push_str("\\u");
+            for shift in [12, 8, 4, 0] {
+                out.push(char::from(b"0123456789abcdef"[((c >> shift) & 0xf) as usize]));
+            }
         } else {
             out.push_str(esc);
         }
-        start = i + c.len_utf8();
+        i += len;
+        start = i;
     }
     out.push_str(&s[start..]);
     out.push('"');
+}
+
+/// Append an unsigned integer.
+pub fn push_u64(out: &mut String, n: u64) {
+    out.push_str(itoa::Buffer::new().format(n));
+}
+
+/// Append `n` left-padded with zeros to `width` digits.
+pub fn push_padded(out: &mut String, n: u64, width: usize) {
+    let mut buf = itoa::Buffer::new();
+    let digits = buf.format(n);
+    for _ in digits.len()..width {
+        out.push('0');
+    }
+    out.push_str(digits);
+}
+
+/// Append a duration in seconds with millisecond precision (`0.812`), as
+/// nginx logs `$request_time`; rounded to the nearest millisecond.
+pub fn push_secs_millis(out: &mut String, d: std::time::Duration) {
+    let ms = (d.as_nanos() + 500_000) / 1_000_000;
+    push_u64(out, (ms / 1000) as u64);
+    out.push('.');
+    push_padded(out, (ms % 1000) as u64, 3);
+}
+
+/// Append an IP address as a JSON string.
+pub fn push_ip(out: &mut String, ip: std::net::IpAddr) {
+    out.push('"');
+    push_ip_text(out, ip);
+    out.push('"');
+}
+
+/// Append an IP address as text. IPv4 by hand: `Display` goes through the
+/// formatting machinery and costs several times more, on every request.
+pub fn push_ip_text(out: &mut String, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            push_u64(out, a.into());
+            for o in [b, c, d] {
+                out.push('.');
+                push_u64(out, o.into());
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// An IP address as text, see [`push_ip_text`].
+pub fn ip_text(ip: std::net::IpAddr) -> String {
+    let mut out = String::with_capacity(15);
+    push_ip_text(&mut out, ip);
+    out
 }
 
 /// Append bytes that should be text (headers): invalid UTF-8 is replaced.
@@ -52,5 +123,30 @@ mod tests {
         push_str(&mut out, nasty);
         let back: String = serde_json::from_str(&out).unwrap();
         assert_eq!(back, nasty);
+    }
+
+    #[test]
+    fn numbers_durations_and_addresses_match_display() {
+        let mut out = String::new();
+        push_padded(&mut out, 7, 3);
+        out.push(' ');
+        push_u64(&mut out, 18_446_744_073_709_551_615);
+        assert_eq!(out, "007 18446744073709551615");
+        for (nanos, want) in [
+            (0, "0.000"),
+            (499_999, "0.000"),
+            (500_000, "0.001"),
+            (812_000_000, "0.812"),
+            (61_999_600_000, "62.000"),
+        ] {
+            let mut out = String::new();
+            push_secs_millis(&mut out, std::time::Duration::from_nanos(nanos));
+            assert_eq!(out, want, "{nanos} ns");
+        }
+        for ip in ["0.0.0.0", "203.0.113.255", "10.1.22.3", "::1", "2001:db8::7"] {
+            let mut out = String::new();
+            push_ip(&mut out, ip.parse().unwrap());
+            assert_eq!(out, format!("\"{ip}\""));
+        }
     }
 }

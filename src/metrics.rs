@@ -104,3 +104,66 @@ pub fn render(gw: &crate::gateway::Gateway) -> Vec<u8> {
     let _ = prometheus::TextEncoder::new().encode(&prometheus::gather(), &mut buf);
     buf
 }
+
+/// `colorgate_requests_total` for one route label, with each status's
+/// counter looked up once: `with_label_values` hashes both labels and takes
+/// the vector's lock on every call, which showed on the request path.
+pub struct RequestCounters {
+    route: String,
+    /// Statuses 100–599, resolved on first use.
+    by_status: Box<[OnceLock<IntCounter>]>,
+}
+
+impl RequestCounters {
+    pub fn new(route: &str) -> RequestCounters {
+        RequestCounters {
+            route: route.to_string(),
+            by_status: (100..600).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// The route label these count under (`""` for requests no route matched).
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+
+    pub fn inc(&self, status: u16) {
+        let resolve = || {
+            let mut buf = itoa::Buffer::new();
+            get()
+                .requests
+                .with_label_values(&[&self.route, buf.format(status)])
+        };
+        match self.by_status.get(usize::from(status).wrapping_sub(100)) {
+            Some(cell) => cell.get_or_init(resolve).inc(),
+            // Status 0 (the client left before an answer) and the odd one.
+            None => resolve().inc(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RequestCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestCounters")
+            .field("route", &self.route)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_counters_are_the_registered_children() {
+        let c = RequestCounters::new("/metrics-test/");
+        let child = |s: &str| get().requests.with_label_values(&["/metrics-test/", s]).get();
+        c.inc(200);
+        c.inc(200);
+        c.inc(0);
+        c.inc(999);
+        assert_eq!(child("200"), 2);
+        assert_eq!(child("0"), 1);
+        assert_eq!(child("999"), 1);
+    }
+}

@@ -7,7 +7,6 @@ use crate::json;
 use pingora_core::protocols::http::ServerSession as HttpSession;
 use pingora_proxy::Session;
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,6 +15,7 @@ pub struct RequestRecord<'a> {
     pub start: Instant,
     pub request_id: &'a str,
     pub route: Option<&'a str>,
+    pub counters: &'a crate::metrics::RequestCounters,
     pub log: bool,
     pub client_ip: Option<IpAddr>,
     pub user: Option<&'a str>,
@@ -28,14 +28,12 @@ pub struct RequestRecord<'a> {
 }
 
 pub fn record(s: &Session, r: RequestRecord<'_>, status: u16, log: &AccessLog) {
-    let m = crate::metrics::get();
-    let mut status_buf = itoa::Buffer::new();
-    let status_str = status_buf.format(status);
-    m.requests
-        .with_label_values(&[r.route.unwrap_or(""), status_str])
-        .inc();
+    r.counters.inc(status);
     if let Some(reason) = r.deny {
-        m.denied.with_label_values(&[reason]).inc();
+        crate::metrics::get()
+            .denied
+            .with_label_values(&[reason])
+            .inc();
     }
     if r.log {
         log.write(line(s, &r, status));
@@ -49,7 +47,7 @@ fn line(s: &Session, r: &RequestRecord<'_>, status: u16) -> String {
         _ => 0,
     };
     // Every line of a repeated header, as nginx 1.23+ logs them.
-    let header = |name: &str| {
+    let header = |name: &http::HeaderName| {
         crate::client_ip::joined_values(req.headers.get_all(name).iter().map(|v| v.as_bytes()))
     };
     let fields = LogLine {
@@ -70,9 +68,9 @@ fn line(s: &Session, r: &RequestRecord<'_>, status: u16) -> String {
         user_id: r.user,
         auth: r.auth,
         deny: r.deny,
-        referer: header("referer"),
-        user_agent: header("user-agent"),
-        x_forwarded_for: header("x-forwarded-for"),
+        referer: header(&http::header::REFERER),
+        user_agent: header(&http::header::USER_AGENT),
+        x_forwarded_for: header(&crate::client_ip::X_FORWARDED_FOR),
     };
     let mut o = String::with_capacity(512);
     fields.write_json(&mut o);
@@ -121,28 +119,24 @@ impl LogLine<'_> {
         json::push_str(o, self.uri);
         o.push_str(",\"route\":");
         json::push_opt(o, self.route);
-        let _ = write!(
-            o,
-            ",\"status\":{},\"bytes_sent\":{},\"bytes_received\":{},\"request_time\":{:.3}",
-            self.status,
-            self.bytes_sent,
-            self.bytes_received,
-            self.request_time.as_secs_f64()
-        );
+        o.push_str(",\"status\":");
+        json::push_u64(o, self.status.into());
+        o.push_str(",\"bytes_sent\":");
+        json::push_u64(o, self.bytes_sent);
+        o.push_str(",\"bytes_received\":");
+        json::push_u64(o, self.bytes_received);
+        o.push_str(",\"request_time\":");
+        json::push_secs_millis(o, self.request_time);
         o.push_str(",\"upstream_addr\":");
         json::push_opt(o, self.upstream_addr);
         o.push_str(",\"upstream_status\":");
         match self.upstream_status {
-            Some(st) => {
-                let _ = write!(o, "{st}");
-            }
+            Some(st) => json::push_u64(o, st.into()),
             None => o.push_str("null"),
         }
         o.push_str(",\"upstream_time\":");
         match self.upstream_time {
-            Some(t) => {
-                let _ = write!(o, "{:.3}", t.as_secs_f64());
-            }
+            Some(t) => json::push_secs_millis(o, t),
             None => o.push_str("null"),
         }
         o.push_str(",\"user_id\":");
@@ -152,11 +146,11 @@ impl LogLine<'_> {
         o.push_str(",\"deny\":");
         json::push_opt(o, self.deny);
         for (key, value) in [
-            ("referer", &self.referer),
-            ("user_agent", &self.user_agent),
-            ("x_forwarded_for", &self.x_forwarded_for),
+            (",\"referer\":", &self.referer),
+            (",\"user_agent\":", &self.user_agent),
+            (",\"x_forwarded_for\":", &self.x_forwarded_for),
         ] {
-            let _ = write!(o, ",\"{key}\":");
+            o.push_str(key);
             match value {
                 Some(v) => json::push_bytes(o, v),
                 None => o.push_str("null"),
@@ -168,9 +162,7 @@ impl LogLine<'_> {
 
 fn push_ip(o: &mut String, ip: Option<IpAddr>) {
     match ip {
-        Some(ip) => {
-            let _ = write!(o, "\"{ip}\"");
-        }
+        Some(ip) => json::push_ip(o, ip),
         None => o.push_str("null"),
     }
 }

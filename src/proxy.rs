@@ -431,18 +431,18 @@ impl ProxyHttp for Proxy {
         // Every X-Forwarded-For line counts: a proxy may add its own line.
         let xff = client_ip::joined_values(
             headers
-                .get_all("x-forwarded-for")
+                .get_all(&client_ip::X_FORWARDED_FOR)
                 .iter()
                 .map(|v| v.as_bytes()),
         );
         ctx.client_ip = Some(client_ip::resolve(
             peer,
             xff.as_deref(),
-            headers.get("x-real-ip").map(|v| v.as_bytes()),
+            headers.get(&client_ip::X_REAL_IP).map(|v| v.as_bytes()),
             &gw.trusted_proxies,
         ));
         let trusted_peer = !gw.trusted_proxies.is_empty() && gw.trusted_proxies.contains(peer);
-        ctx.request_id = match headers.get("x-request-id") {
+        ctx.request_id = match headers.get(&respond::X_REQUEST_ID) {
             Some(v) if trusted_peer && respond::acceptable_request_id(v.as_bytes()) => {
                 String::from_utf8_lossy(v.as_bytes()).into_owned()
             }
@@ -537,7 +537,7 @@ impl ProxyHttp for Proxy {
                 p,
                 client_ip::joined_values(
                     req.headers
-                        .get_all("x-forwarded-for")
+                        .get_all(&client_ip::X_FORWARDED_FOR)
                         .iter()
                         .map(|v| v.as_bytes()),
                 )
@@ -545,7 +545,7 @@ impl ProxyHttp for Proxy {
                 &ctx.gw.trusted_proxies,
             )
         });
-        req.insert_header("x-real-ip", ip.to_string())?;
+        req.insert_header("x-real-ip", crate::json::ip_text(ip))?;
         if let Some(xff) = xff {
             req.insert_header("x-forwarded-for", xff)?;
         }
@@ -642,6 +642,7 @@ fn ctx_view(ctx: &Ctx) -> crate::observe::RequestRecord<'_> {
         start: ctx.start,
         request_id: &ctx.request_id,
         route: route.map(|r| r.path.as_str()),
+        counters: route.map_or(&ctx.gw.unrouted, |r| &r.requests),
         log: route.is_none_or(|r| r.access_log),
         client_ip: ctx.client_ip,
         user: ctx.user.as_deref(),

@@ -8,6 +8,8 @@ use bytes::Bytes;
 use pingora_http::ResponseHeader;
 use std::collections::BTreeMap;
 
+pub const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
 /// Every way colorgate answers a request itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reject {

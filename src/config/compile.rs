@@ -146,6 +146,7 @@ pub fn compile(
                 ip_zones,
                 user_zones,
                 access_log: r.access_log,
+                requests: crate::metrics::RequestCounters::new(&r.path),
             });
         }
     }
@@ -265,6 +266,7 @@ pub fn compile(
         response_headers,
         hsts,
         errors: ErrorBodies::new(&cfg.errors),
+        unrouted: crate::metrics::RequestCounters::new(""),
         access_log_path: if cfg.access_log.path == "-" {
             "-".into()
         } else {
