@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{config, RecordedRequest, Response, Upstream, IO_TIMEOUT};
+use common::{config, eventually, RecordedRequest, Response, Upstream, IO_TIMEOUT};
 use serde_json::json;
 
 #[test]
@@ -878,4 +878,26 @@ fn upstream_connections_are_reused_across_requests() {
         conns.len()
     );
     assert_eq!(upstream.connections(), conns.len());
+}
+
+#[test]
+fn an_upstream_closing_an_idle_pooled_connection_costs_no_request() {
+    // Every answer leaves a keep-alive connection in the pool that the
+    // upstream then closes, as one whose keep-alive timer fired would: the
+    // gateway must notice before reusing it, not answer 502.
+    let upstream = Upstream::start();
+    let gw = config(&upstream).start();
+
+    let n = 4;
+    for i in 0..n {
+        let resp = gw.get(&format!("/hangup/{i}"));
+        assert_eq!(resp.status, 200, "request {i}: {}", resp.body_str());
+        eventually(IO_TIMEOUT, || (upstream.hangups() == i + 1).then_some(()));
+    }
+
+    // A request sent on a closed connection would be recorded there and
+    // then retried on a new one: recorded twice.
+    let reqs = upstream.requests();
+    assert_eq!(reqs.len(), n, "a request went out on a closed connection: {reqs:#?}");
+    assert_eq!(upstream.connections(), n, "each request on a fresh connection");
 }

@@ -6,6 +6,9 @@
 //! - `/slow/<ms>`: sleep `ms` before answering (timeouts, in-flight caps, graceful upgrade);
 //! - `/status/<code>`: answer that status (bodiless for 204/304; avoid 1xx);
 //! - `/big/<n>`: answer `n` bytes of `x` as application/octet-stream;
+//! - `/hangup`: answer as usual, keep-alive, then send FIN (an upstream whose keep-alive
+//!   timer fired while the connection sat idle in the gateway's pool). The read side stays
+//!   open, so a request the gateway still sends on it is recorded (and never answered);
 //! - otherwise 200 `application/json`:
 //!   `{"ok":true,"method":..,"uri":..,"headers":{lowercase name: value},"body_len":N}`
 //!   (repeated headers are joined with ", ").
@@ -50,6 +53,7 @@ struct Shared {
     next_conn: AtomicUsize,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    hangups: AtomicUsize,
 }
 
 pub struct Upstream {
@@ -123,6 +127,10 @@ impl Upstream {
     /// TCP connections accepted so far (pooling tests: fewer connections than requests).
     pub fn connections(&self) -> usize {
         self.shared.next_conn.load(SeqCst)
+    }
+    /// Connections `/hangup` has sent FIN on so far.
+    pub fn hangups(&self) -> usize {
+        self.shared.hangups.load(SeqCst)
     }
     /// Requests received but not yet answered right now.
     pub fn in_flight(&self) -> usize {
@@ -219,6 +227,11 @@ fn serve(sh: &Shared, stream: TcpStream, conn: usize) {
         }
         let ok = out.write_all(&bytes).is_ok();
         sh.in_flight.fetch_sub(1, SeqCst);
+        if req.uri.contains("/hangup") && ok {
+            let _ = out.shutdown(Shutdown::Write);
+            sh.hangups.fetch_add(1, SeqCst);
+            continue;
+        }
         if close || !ok {
             let _ = out.shutdown(Shutdown::Both);
             return;
