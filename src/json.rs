@@ -30,7 +30,9 @@ pub fn push_str(out: &mut String, s: &str) {
             let c = s[i..].chars().next().map_or(0, |c| c as u32);
             out.push_str("\\u");
             for shift in [12, 8, 4, 0] {
-                out.push(char::from(b"0123456789abcdef"[((c >> shift) & 0xf) as usize]));
+                out.push(char::from(
+                    b"0123456789abcdef"[((c >> shift) & 0xf) as usize],
+                ));
             }
         } else {
             out.push_str(esc);
@@ -143,7 +145,13 @@ mod tests {
             push_secs_millis(&mut out, std::time::Duration::from_nanos(nanos));
             assert_eq!(out, want, "{nanos} ns");
         }
-        for ip in ["0.0.0.0", "203.0.113.255", "10.1.22.3", "::1", "2001:db8::7"] {
+        for ip in [
+            "0.0.0.0",
+            "203.0.113.255",
+            "10.1.22.3",
+            "::1",
+            "2001:db8::7",
+        ] {
             let mut out = String::new();
             push_ip(&mut out, ip.parse().unwrap());
             assert_eq!(out, format!("\"{ip}\""));

@@ -157,7 +157,12 @@ mod tests {
     #[test]
     fn cached_counters_are_the_registered_children() {
         let c = RequestCounters::new("/metrics-test/");
-        let child = |s: &str| get().requests.with_label_values(&["/metrics-test/", s]).get();
+        let child = |s: &str| {
+            get()
+                .requests
+                .with_label_values(&["/metrics-test/", s])
+                .get()
+        };
         c.inc(200);
         c.inc(200);
         c.inc(0);

@@ -898,6 +898,14 @@ fn an_upstream_closing_an_idle_pooled_connection_costs_no_request() {
     // A request sent on a closed connection would be recorded there and
     // then retried on a new one: recorded twice.
     let reqs = upstream.requests();
-    assert_eq!(reqs.len(), n, "a request went out on a closed connection: {reqs:#?}");
-    assert_eq!(upstream.connections(), n, "each request on a fresh connection");
+    assert_eq!(
+        reqs.len(),
+        n,
+        "a request went out on a closed connection: {reqs:#?}"
+    );
+    assert_eq!(
+        upstream.connections(),
+        n,
+        "each request on a fresh connection"
+    );
 }
