@@ -24,6 +24,12 @@ use std::time::Duration;
 use super::body::BodyWriter;
 use crate::utils::KVRef;
 
+/// colorgate patch: header maps parsed from the wire are sized for this many
+/// more entries than were read. A proxy adds forwarding and security headers
+/// to both; sized exactly, the value map and the case map of each would grow
+/// (reallocate and rehash) on the first few inserts of every request.
+pub(crate) const HEADER_HEADROOM: usize = 8;
+
 pub(super) const MAX_HEADERS: usize = 256;
 
 pub(super) const INIT_HEADER_BUF_SIZE: usize = 4096;
