@@ -5,13 +5,7 @@
 //! one any client can write — is used only when every hop after it is trusted.
 
 use crate::checks::allowlist::{canonical, IpSet};
-use http::HeaderName;
 use std::net::IpAddr;
-
-/// Looked up on every request: parsed once here rather than from a `&str`
-/// at every lookup.
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Find the client address from the peer and the headers it sent.
 pub fn resolve(

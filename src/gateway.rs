@@ -11,7 +11,8 @@ use crate::respond::ErrorBodies;
 use crate::routes::{MatchKind, PathChange};
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
+use pingora_http::CaseHeader;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -89,7 +90,7 @@ pub struct Gateway {
     pub keepalive_timeout: Duration,
     pub body_timeout: Duration,
     pub send_timeout: Duration,
-    pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    pub response_headers: Vec<(CaseHeader, HeaderValue)>,
     pub hsts: Option<HeaderValue>,
     pub errors: ErrorBodies,
     /// `colorgate_requests_total{route=""}`: requests no route matched.

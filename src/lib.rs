@@ -15,6 +15,7 @@ pub mod client_ip;
 pub mod config;
 pub mod demo;
 pub mod gateway;
+pub mod headers;
 pub mod health;
 pub mod json;
 pub mod metrics;

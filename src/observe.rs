@@ -70,7 +70,7 @@ fn line(s: &Session, r: &RequestRecord<'_>, status: u16) -> String {
         deny: r.deny,
         referer: header(&http::header::REFERER),
         user_agent: header(&http::header::USER_AGENT),
-        x_forwarded_for: header(&crate::client_ip::X_FORWARDED_FOR),
+        x_forwarded_for: header(crate::headers::X_FORWARDED_FOR.name()),
     };
     let mut o = String::with_capacity(512);
     fields.write_json(&mut o);

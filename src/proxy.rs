@@ -10,7 +10,7 @@ use crate::access_log::AccessLog;
 use crate::checks::{body_limit, jwt, rate_limit, request_sanity};
 use crate::gateway::{Gateway, Route, SharedGateway};
 use crate::respond::{self, Reject};
-use crate::{client_ip, routes};
+use crate::{client_ip, headers, routes};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::protocols::http::ServerSession as HttpSession;
@@ -431,18 +431,18 @@ impl ProxyHttp for Proxy {
         // Every X-Forwarded-For line counts: a proxy may add its own line.
         let xff = client_ip::joined_values(
             headers
-                .get_all(&client_ip::X_FORWARDED_FOR)
+                .get_all(headers::X_FORWARDED_FOR.name())
                 .iter()
                 .map(|v| v.as_bytes()),
         );
         ctx.client_ip = Some(client_ip::resolve(
             peer,
             xff.as_deref(),
-            headers.get(&client_ip::X_REAL_IP).map(|v| v.as_bytes()),
+            headers.get(headers::X_REAL_IP.name()).map(|v| v.as_bytes()),
             &gw.trusted_proxies,
         ));
         let trusted_peer = !gw.trusted_proxies.is_empty() && gw.trusted_proxies.contains(peer);
-        ctx.request_id = match headers.get(&respond::X_REQUEST_ID) {
+        ctx.request_id = match headers.get(headers::X_REQUEST_ID.name()) {
             Some(v) if trusted_peer && respond::acceptable_request_id(v.as_bytes()) => {
                 String::from_utf8_lossy(v.as_bytes()).into_owned()
             }
@@ -537,7 +537,7 @@ impl ProxyHttp for Proxy {
                 p,
                 client_ip::joined_values(
                     req.headers
-                        .get_all(&client_ip::X_FORWARDED_FOR)
+                        .get_all(headers::X_FORWARDED_FOR.name())
                         .iter()
                         .map(|v| v.as_bytes()),
                 )
@@ -545,19 +545,19 @@ impl ProxyHttp for Proxy {
                 &ctx.gw.trusted_proxies,
             )
         });
-        req.insert_header("x-real-ip", crate::json::ip_text(ip))?;
+        req.insert_header(&headers::X_REAL_IP, crate::json::ip_text(ip))?;
         if let Some(xff) = xff {
-            req.insert_header("x-forwarded-for", xff)?;
+            req.insert_header(&headers::X_FORWARDED_FOR, xff)?;
         }
         req.insert_header(
-            "x-forwarded-proto",
+            &headers::X_FORWARDED_PROTO,
             if self.tls() { "https" } else { "http" },
         )?;
-        req.insert_header("x-request-id", ctx.request_id.as_str())?;
+        req.insert_header(&headers::X_REQUEST_ID, ctx.request_id.as_str())?;
         match &ctx.user {
-            Some(u) => req.insert_header("x-user-id", u.as_str())?,
+            Some(u) => req.insert_header(&headers::X_USER_ID, u.as_str())?,
             None => {
-                req.remove_header("x-user-id");
+                req.remove_header(headers::X_USER_ID.name());
             }
         }
         Ok(())

@@ -4,11 +4,10 @@
 //! headers, `X-Request-Id`, HSTS on TLS).
 
 use crate::gateway::Gateway;
+use crate::headers;
 use bytes::Bytes;
 use pingora_http::ResponseHeader;
 use std::collections::BTreeMap;
-
-pub const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// Every way colorgate answers a request itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,12 +151,12 @@ pub fn add_common_headers(
     tls: bool,
 ) -> pingora_error::Result<()> {
     for (name, value) in &gw.response_headers {
-        resp.insert_header(name.clone(), value.clone())?;
+        resp.insert_header(name, value.clone())?;
     }
-    resp.insert_header("x-request-id", request_id)?;
+    resp.insert_header(&headers::X_REQUEST_ID, request_id)?;
     if tls {
         if let Some(hsts) = &gw.hsts {
-            resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone())?;
+            resp.insert_header(&headers::STRICT_TRANSPORT_SECURITY, hsts.clone())?;
         }
     }
     Ok(())

@@ -38,6 +38,31 @@ fn a_request_reaches_the_upstream_with_forwarded_and_security_headers() {
 }
 
 #[test]
+fn configured_headers_go_out_in_the_case_they_are_written() {
+    // As nginx's add_header sends them; the defaults are written
+    // X-Frame-Options, X-Content-Type-Options, X-XSS-Protection.
+    use std::io::{Read, Write};
+    let upstream = Upstream::start();
+    let gw = config(&upstream).start();
+
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", gw.port())).unwrap();
+    c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    c.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = c.read_to_end(&mut raw);
+    let raw = String::from_utf8_lossy(&raw);
+
+    for line in [
+        "\r\nX-Frame-Options: DENY\r\n",
+        "\r\nX-Content-Type-Options: nosniff\r\n",
+        "\r\nX-XSS-Protection: 1; mode=block\r\n",
+    ] {
+        assert!(raw.contains(line), "{line:?} not in {raw}");
+    }
+}
+
+#[test]
 fn no_route_is_a_json_404() {
     let upstream = Upstream::start();
     let gw = config(&upstream)

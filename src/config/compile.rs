@@ -14,7 +14,8 @@ use crate::gateway::{Gateway, ListenerSpec, ProcessSettings, Route, TlsSpec, Zon
 use crate::respond::{ErrorBodies, CODES};
 use crate::routes::{MatchKind, PathChange};
 use crate::upstream::{Policy, Timeouts, Upstream};
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
+use pingora_http::CaseHeader;
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -154,8 +155,9 @@ pub fn compile(
     let mut response_headers = Vec::new();
     for (name, value) in &cfg.headers.response {
         let at = format!("headers.response.{name}");
+        // Sent in the case it is written, as nginx's add_header does.
         match (
-            HeaderName::from_bytes(name.as_bytes()),
+            CaseHeader::new(name).ok_or(()),
             HeaderValue::from_str(value),
         ) {
             (Ok(n), Ok(v)) => response_headers.push((n, v)),
