@@ -240,6 +240,38 @@ fn body_of_exactly_max_body_size_is_forwarded_whole() {
 }
 
 #[test]
+fn large_uploads_arrive_byte_exact_and_the_connection_stays_usable() {
+    // Request bodies of known length are read in pieces of up to 1 MiB
+    // (vendor/README.md, patch 4): several pieces, then the next requests on
+    // the same keep-alive connection, chunked and small, must not be affected.
+    let upstream = Upstream::start();
+    let gw = config(&upstream)
+        .section("limits", "max_body_size: 10M")
+        .start();
+    let image: Vec<u8> = (0..(2 * 1024 * 1024 + 12_345))
+        .map(|i: u32| (i % 251) as u8)
+        .collect();
+    let mut conn = gw.conn();
+
+    let resp = conn.send("POST", "/upload", &[], &image);
+    assert_eq!(resp.status, 200, "{}", resp.body_str());
+    let chunked_body = common::chunked(b"chunked after a large body", 7);
+    let resp = conn.send(
+        "POST",
+        "/chunked",
+        &[("Transfer-Encoding", "chunked")],
+        &chunked_body,
+    );
+    assert_eq!(resp.status, 200, "{}", resp.body_str());
+    assert_eq!(conn.send("POST", "/small", &[], b"abc").status, 200);
+
+    let reqs = upstream.wait_for_requests(3, IO_TIMEOUT);
+    assert!(reqs[0].body == image, "the upload was changed on the way");
+    assert_eq!(reqs[1].body, b"chunked after a large body");
+    assert_eq!(reqs[2].body, b"abc");
+}
+
+#[test]
 fn a_chunked_body_passing_max_body_size_is_a_json_413_and_the_upstream_never_gets_more() {
     let upstream = Upstream::start();
     let gw = config(&upstream)

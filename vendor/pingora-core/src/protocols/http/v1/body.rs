@@ -29,6 +29,8 @@ use crate::utils::BufRef;
 
 // TODO: make this dynamically adjusted
 const BODY_BUFFER_SIZE: usize = 1024 * 64;
+// colorgate patch: see BodyReader::size_request_body_buf.
+const REQUEST_BODY_BUFFER_MAX: usize = 1024 * 1024;
 // limit how much incomplete chunk-size and chunk-ext to buffer
 const PARTIAL_CHUNK_HEAD_LIMIT: usize = 1024 * 8;
 // Trailers: https://datatracker.ietf.org/doc/html/rfc9112#section-7.1.2
@@ -220,6 +222,7 @@ impl BodyReader {
     }
 
     pub fn init_chunked(&mut self, buf_to_rewind: &[u8]) {
+        self.size_request_body_buf(0);
         self.body_state = PS::Chunked(0, 0, 0, 0);
         self.prepare_buf(buf_to_rewind);
     }
@@ -230,8 +233,21 @@ impl BodyReader {
     /// bytes the header parser read past the end of the header (the start of the body, and
     /// possibly of following pipelined requests) keep their original allocation.
     pub fn init_chunked_owned(&mut self, buf_to_rewind: BytesMut) {
+        self.size_request_body_buf(0);
         self.body_state = PS::Chunked(0, 0, 0, 0);
         self.prepare_owned_buf(buf_to_rewind);
+    }
+
+    /// colorgate patch: a request body of known length is read in pieces of
+    /// up to REQUEST_BODY_BUFFER_MAX, not 64 KiB: an image upload then takes
+    /// a few reads, filter calls and upstream writes instead of dozens.
+    /// Other request bodies (`cl` 0: chunked, close-delimited) and response
+    /// bodies (`upstream`, allocated for every response) keep
+    /// BODY_BUFFER_SIZE.
+    fn size_request_body_buf(&mut self, cl: usize) {
+        if !self.upstream {
+            self.body_buf_size = cl.clamp(BODY_BUFFER_SIZE, REQUEST_BODY_BUFFER_MAX);
+        }
     }
 
     pub fn init_content_length(&mut self, cl: usize, buf_to_rewind: &[u8]) {
@@ -246,6 +262,7 @@ impl BodyReader {
                 }
             }
             _ => {
+                self.size_request_body_buf(cl);
                 self.prepare_buf(buf_to_rewind);
                 self.body_state = PS::Partial(0, cl);
             }
@@ -263,6 +280,7 @@ impl BodyReader {
                 self.body_buf_overread = (!buf_to_rewind.is_empty()).then_some(buf_to_rewind);
             }
             _ => {
+                self.size_request_body_buf(cl);
                 self.prepare_owned_buf(buf_to_rewind);
                 self.body_state = PS::Partial(0, cl);
             }
@@ -270,6 +288,7 @@ impl BodyReader {
     }
 
     pub fn init_close_delimited(&mut self, buf_to_rewind: &[u8]) {
+        self.size_request_body_buf(0);
         self.prepare_buf(buf_to_rewind);
         self.body_state = PS::UntilClose(0);
     }
@@ -279,6 +298,7 @@ impl BodyReader {
     /// `buf_to_rewind` is adopted as the body buffer rather than copied into a fresh one. See
     /// [`Self::init_chunked_owned`].
     pub fn init_close_delimited_owned(&mut self, buf_to_rewind: BytesMut) {
+        self.size_request_body_buf(0);
         self.prepare_owned_buf(buf_to_rewind);
         self.body_state = PS::UntilClose(0);
     }
