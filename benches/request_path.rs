@@ -37,8 +37,8 @@
 //!   (what the gateway runs per request): into a reused `String`, and into
 //!   a fresh one per line as `observe.rs` does (the line is moved into the
 //!   log queue).
-//! - `sequence`: one admitted request through allowlist + per-IP rate limit
-//!   + `Authorization: Bearer` parse + JWT verify, with HS256 and with ES256
+//! - `sequence`: one admitted request through allowlist, per-IP rate limit,
+//!   `Authorization: Bearer` parse and JWT verify, with HS256 and with ES256
 //!   (issue 3's "one full check sequence"), over rotating client IPs, with a
 //!   new token each time and with one cached token.
 //!

@@ -218,7 +218,7 @@ fn tls12_suites_only_client(ca: &CertificateDer<'static>) -> Arc<ClientConfig> {
     provider
         .cipher_suites
         .retain(|s| s.version() == &rustls::version::TLS12);
-    client_with_provider(&[ca.clone()], TLS12, &[], provider)
+    client_with_provider(std::slice::from_ref(ca), TLS12, &[], provider)
 }
 
 /// One TLS connection with the handshake done; HTTP/1.1 requests on it.
@@ -281,8 +281,11 @@ impl TlsConn {
 
 /// One HTTP/1.1 request over a new TLS connection that trusts only `ca`.
 fn https(port: u16, ca: &CertificateDer<'static>, path: &str) -> common::Response {
-    let mut c = TlsConn::connect(port, client(&[ca.clone()], TLS12_13, &[b"http/1.1"]))
-        .unwrap_or_else(|e| panic!("TLS to {port}: {e}"));
+    let mut c = TlsConn::connect(
+        port,
+        client(std::slice::from_ref(ca), TLS12_13, &[b"http/1.1"]),
+    )
+    .unwrap_or_else(|e| panic!("TLS to {port}: {e}"));
     c.send("GET", path, &[], b"")
 }
 
@@ -349,7 +352,7 @@ struct H2Session {
 /// only, trusting only `ca`). Everything is bounded by a timeout, so a gateway
 /// that hangs fails the test instead of hanging it.
 fn h2(port: u16, ca: &CertificateDer<'static>, reqs: Vec<H2Req>) -> Result<H2Session, String> {
-    let cfg = client(&[ca.clone()], TLS12_13, &[b"h2"]);
+    let cfg = client(std::slice::from_ref(ca), TLS12_13, &[b"h2"]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
