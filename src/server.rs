@@ -47,12 +47,11 @@ pub fn run(
         graceful_shutdown_timeout_seconds: Some(p.grace_period.as_secs().max(1)),
         upstream_keepalive_pool_size: p.keepalive_pool,
         daemon: mode.daemon,
-        // Not Pingora's daemon_wait_for_ready: in 0.9.1 its launcher installs
-        // the SIGUSR1 listener only after the fork, so a fast daemon's
-        // "ready" signal kills the launcher (exit by signal 10 on roughly one
-        // start in five here). The launcher returns once the daemon has
-        // written its pid file; callers probe the listener for readiness.
-        daemon_wait_for_ready: false,
+        // The launcher of `run -d` returns once the daemon has bootstrapped
+        // (pid file written, listening sockets taken over on -u): Pingora's
+        // daemon_wait_for_ready, with the race in 0.9.1's launcher fixed in
+        // vendor/pingora-core (vendor/README.md, patch 5).
+        daemon_wait_for_ready: mode.daemon,
         ..ServerConf::default()
     };
     let opt = Opt {

@@ -248,10 +248,7 @@ fn rate_limit_state_survives_a_reload_that_does_not_touch_the_zone() {
         .clone()
         .section(
             "rate_limits",
-            &format!(
-                "{}",
-                zone("1r/m").replace("other: { rate: 1r/s }", "other: { rate: 2r/s }")
-            ),
+            &zone("1r/m").replace("other: { rate: 1r/s }", "other: { rate: 2r/s }"),
         )
         .section("headers", "response:\n  X-Reloaded: \"yes\"\n");
     std::fs::write(cfg.dir().join("colorgate.yaml"), changed.yaml()).unwrap();
@@ -344,7 +341,7 @@ fn daemon_mode_returns_once_serving_and_writes_the_pid_file() {
         .expect("run -d");
     assert!(
         status.success(),
-        "{}",
+        "run -d: {status:?}\n{}",
         std::fs::read_to_string(cfg.path("daemon.out")).unwrap_or_default()
     );
     // The launcher has returned: the daemon is set up and its pid file

@@ -208,11 +208,24 @@ pub fn daemonize(conf: &ServerConf) -> DaemonizeResult {
 
     move_old_pid(&conf.pid_file);
 
+    // colorgate patch: the parent catches SIGUSR1 from before the fork.
+    // Upstream installed its listener only after the fork, so a daemon that
+    // was ready quickly killed its parent with SIGUSR1's default action
+    // (about one start in five here). A signal mask would not do: the
+    // launcher may already run other threads, and any of them can take a
+    // process-directed signal.
+    if conf.daemon_wait_for_ready {
+        set_sigusr1_handler(true);
+    }
+
     match build_daemonize(conf).execute() {
         Outcome::Parent(result) => {
             result.unwrap_or_else(|e| panic!("Daemonize failed: {e}"));
         }
         Outcome::Child(result) => {
+            if conf.daemon_wait_for_ready {
+                set_sigusr1_handler(false);
+            }
             result.unwrap_or_else(|e| panic!("Daemonize child setup failed: {e}"));
             return DaemonizeResult {
                 notify_parent_pid: parent_pid,
@@ -247,72 +260,71 @@ pub fn daemonize(conf: &ServerConf) -> DaemonizeResult {
     process::exit(0);
 }
 
-/// Build a single-threaded tokio runtime for the parent's signal wait loop.
-///
-/// The parent process is short-lived and only needs to wait for a signal and check the pid file.
-/// A current-thread runtime avoids spawning worker threads in a process that is about to exit.
-fn build_parent_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("failed to build tokio runtime for parent signal wait")
+/// colorgate patch: set by the parent's SIGUSR1 handler.
+static DAEMON_READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_daemon_ready(_: libc::c_int) {
+    // An atomic store is async-signal-safe.
+    DAEMON_READY.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// colorgate patch: catch SIGUSR1 in `DAEMON_READY` (`true`), or restore
+/// its default action (`false`, in the daemon, which sets its own later).
+fn set_sigusr1_handler(catch: bool) {
+    let handler = if catch {
+        on_daemon_ready as extern "C" fn(libc::c_int) as libc::sighandler_t
+    } else {
+        libc::SIG_DFL
+    };
+    // SAFETY: installs a handler that only stores to an atomic, or the default.
+    unsafe {
+        libc::signal(libc::SIGUSR1, handler);
+    }
 }
 
 /// Wait for the daemon grandchild to send `SIGUSR1`, up to `timeout`.
 ///
-/// Uses a local tokio runtime with [`tokio::signal::unix`] to listen for `SIGUSR1` instead of
-/// raw signal handlers and polling loops. The daemon's PID is checked periodically via the pid
-/// file — if the process exits before signaling, the parent aborts.
+/// colorgate patch: polls the flag set by the handler installed before the
+/// fork, every 10 ms, instead of a tokio signal listener registered after
+/// it. The daemon's PID is checked periodically via the pid file — if the
+/// process exits before signaling, the parent aborts.
 ///
 /// Exits the process directly:
 /// - exit code 0 if `SIGUSR1` is received (daemon is ready).
 /// - exit code 1 if `timeout` elapses (daemon took too long).
 /// - exit code 1 if the pid file exists and the process is no longer running.
 fn wait_for_ready_or_exit(pid_file: &str, timeout: Duration) {
-    let rt = build_parent_runtime();
-    let pid_file = pid_file.to_owned();
-
-    rt.block_on(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        use tokio::time::{interval, timeout as tokio_timeout};
-
-        let mut sigusr1 =
-            signal(SignalKind::user_defined1()).expect("failed to register SIGUSR1 listener");
-
-        let mut liveness_check = interval(LIVENESS_CHECK_INTERVAL);
-        let mut daemon_pid: Option<libc::pid_t> = None;
-
-        let result = tokio_timeout(timeout, async {
-            loop {
-                tokio::select! {
-                    _ = sigusr1.recv() => {
-                        info!("Daemon signaled readiness, parent exiting");
-                        return;
-                    }
-                    _ = liveness_check.tick() => {
-                        if daemon_pid.is_none() {
-                            daemon_pid = try_read_pid_file(&pid_file);
-                        }
-                        if let Some(pid) = daemon_pid {
-                            if !process_is_running(pid) {
-                                error!(
-                                    "Daemon process (pid {pid}) is no longer running \
-                                     before signaling readiness, aborting"
-                                );
-                                process::exit(1);
-                            }
-                        }
-                    }
-                }
-            }
-        })
-        .await;
-
-        if result.is_err() {
+    let start = Instant::now();
+    let mut last_liveness_check = start;
+    let mut daemon_pid: Option<libc::pid_t> = None;
+    loop {
+        if DAEMON_READY.load(std::sync::atomic::Ordering::SeqCst) {
+            info!("Daemon signaled readiness, parent exiting");
+            return;
+        }
+        if start.elapsed() >= timeout {
             error!("Daemon did not signal readiness within {timeout:?}, aborting");
             process::exit(1);
         }
-    });
+        if last_liveness_check.elapsed() >= LIVENESS_CHECK_INTERVAL {
+            last_liveness_check = Instant::now();
+            if daemon_pid.is_none() {
+                daemon_pid = try_read_pid_file(pid_file);
+            }
+            if let Some(pid) = daemon_pid {
+                // The flag is checked again: the daemon may have signaled and
+                // then exited (a quick `stop`) in the meantime.
+                if !process_is_running(pid) && !DAEMON_READY.load(std::sync::atomic::Ordering::SeqCst) {
+                    error!(
+                        "Daemon process (pid {pid}) is no longer running \
+                         before signaling readiness, aborting"
+                    );
+                    process::exit(1);
+                }
+            }
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Notify the parent process that the daemon is ready to serve traffic by sending `SIGUSR1`.
