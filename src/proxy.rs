@@ -427,22 +427,21 @@ impl ProxyHttp for Proxy {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
-        let headers = &s.req_header().headers;
+        let sent = &s.req_header().headers;
         // Every X-Forwarded-For line counts: a proxy may add its own line.
         let xff = client_ip::joined_values(
-            headers
-                .get_all(headers::X_FORWARDED_FOR.name())
+            sent.get_all(headers::X_FORWARDED_FOR.name())
                 .iter()
                 .map(|v| v.as_bytes()),
         );
         ctx.client_ip = Some(client_ip::resolve(
             peer,
             xff.as_deref(),
-            headers.get(headers::X_REAL_IP.name()).map(|v| v.as_bytes()),
+            sent.get(headers::X_REAL_IP.name()).map(|v| v.as_bytes()),
             &gw.trusted_proxies,
         ));
         let trusted_peer = !gw.trusted_proxies.is_empty() && gw.trusted_proxies.contains(peer);
-        ctx.request_id = match headers.get(headers::X_REQUEST_ID.name()) {
+        ctx.request_id = match sent.get(headers::X_REQUEST_ID.name()) {
             Some(v) if trusted_peer && respond::acceptable_request_id(v.as_bytes()) => {
                 String::from_utf8_lossy(v.as_bytes()).into_owned()
             }
