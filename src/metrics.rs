@@ -122,11 +122,6 @@ impl RequestCounters {
         }
     }
 
-    /// The route label these count under (`""` for requests no route matched).
-    pub fn route(&self) -> &str {
-        &self.route
-    }
-
     pub fn inc(&self, status: u16) {
         let resolve = || {
             let mut buf = itoa::Buffer::new();
@@ -139,14 +134,6 @@ impl RequestCounters {
             // Status 0 (the client left before an answer) and the odd one.
             None => resolve().inc(),
         }
-    }
-}
-
-impl std::fmt::Debug for RequestCounters {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RequestCounters")
-            .field("route", &self.route)
-            .finish_non_exhaustive()
     }
 }
 
