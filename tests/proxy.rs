@@ -938,6 +938,45 @@ fn upstream_connections_are_reused_across_requests() {
 }
 
 #[test]
+fn bodiless_and_many_piece_answers_keep_both_connections() {
+    // Requests without a body take the sequential proxy path (vendor/README.md):
+    // answers without a body, and one long enough to arrive in many reads,
+    // must reach the client whole and leave the upstream connection reusable.
+    let upstream = Upstream::start();
+    let gw = config(&upstream).start();
+    let mut conn = gw.conn();
+
+    let big = 300_000;
+    let answers = [
+        ("GET", "/seq/plain".to_string(), 200),
+        ("HEAD", "/seq/head".to_string(), 200),
+        ("GET", "/seq/status/204".to_string(), 204),
+        ("GET", "/seq/status/304".to_string(), 304),
+        ("GET", format!("/seq/big/{big}"), 200),
+        ("GET", "/seq/status/404".to_string(), 404),
+        ("GET", "/seq/last".to_string(), 200),
+    ];
+    for (method, path, status) in &answers {
+        let resp = conn.send(method, path, &[], b"");
+        assert_eq!(resp.status, *status, "{method} {path}");
+        assert_common_headers(&resp);
+        match (*method, *status) {
+            ("HEAD", _) | (_, 204) | (_, 304) => assert!(resp.body.is_empty(), "{method} {path}"),
+            _ if path.contains("/big/") => assert_eq!(resp.body, vec![b'x'; big]),
+            _ => assert_eq!(resp.json()["uri"], path.as_str()),
+        }
+    }
+
+    let reqs = upstream.wait_for_requests(answers.len(), IO_TIMEOUT);
+    assert_eq!(reqs.len(), answers.len());
+    assert_eq!(
+        upstream.connections(),
+        1,
+        "an answer left the upstream connection unusable"
+    );
+}
+
+#[test]
 fn an_upstream_closing_an_idle_pooled_connection_costs_no_request() {
     // Every answer leaves a keep-alive connection in the pool that the
     // upstream then closes, as one whose keep-alive timer fired would: the

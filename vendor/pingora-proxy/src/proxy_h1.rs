@@ -126,6 +126,14 @@ where
             }
         }
 
+        // colorgate patch: a request without a body, from an HTTP/1 client,
+        // with no cache, upgrade or custom session, needs no duplex pump.
+        if self.can_proxy_sequentially(session) {
+            return self
+                .proxy_1to1_sequential(session, client_session, ctx)
+                .await;
+        }
+
         let mut downstream_custom_message_writer = session
             .downstream_session
             .as_custom_mut()
@@ -189,6 +197,115 @@ where
             }
             Err(e) => (false, false, Some(e)),
         }
+    }
+
+    /// colorgate patch: whether [`Self::proxy_1to1_sequential`] may serve
+    /// this request. Only bodiless HTTP/1 requests that cannot be upgraded
+    /// and touch no cache: everything else keeps the duplex pump.
+    fn can_proxy_sequentially(&self, session: &mut Session) -> bool {
+        !cfg!(feature = "upstream_modules")
+            && !session.downstream_session.is_http2()
+            && !session.downstream_session.is_custom()
+            && !session.downstream_session.is_upgrade_req()
+            && !session.cache.enabled()
+            && !session.cache.bypassing()
+            && session.as_ref().get_retry_buffer().is_none()
+            && session.downstream_session.is_body_empty()
+    }
+
+    /// colorgate patch: proxy a bodiless request in sequence: finish the
+    /// (empty) request body, then read each response task from upstream,
+    /// filter it and write it downstream, the way the duplex pump of
+    /// [`Self::proxy_1to1`] would, without its two futures, two channels
+    /// and task batches. While waiting on upstream it still watches the
+    /// client, so a client that hangs up aborts the request as before.
+    async fn proxy_1to1_sequential(
+        &self,
+        session: &mut Session,
+        client_session: &mut HttpSessionV1,
+        ctx: &mut SV::CTX,
+    ) -> (bool, bool, Option<Box<Error>>)
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        // The request body filters see the end of the (empty) body, as
+        // send_body_to_pipe shows it to them on the duplex path.
+        let mut body = None;
+        if let Err(e) = session
+            .downstream_modules_ctx
+            .request_body_filter(&mut body, true)
+            .await
+        {
+            return (false, false, Some(e));
+        }
+        if let Err(e) = self
+            .inner
+            .request_body_filter(session, &mut body, true, ctx)
+            .await
+        {
+            return (false, false, Some(e));
+        }
+        if let Err(e) = send_body_to1(client_session, Some(HttpTask::Body(body, true))).await {
+            return (false, false, Some(e));
+        }
+
+        let mut serve_from_cache = proxy_cache::ServeFromCache::new();
+        let mut range_body_filter = proxy_cache::range_filter::RangeBodyFilter::new();
+        let upstream_reusable;
+        loop {
+            let read = tokio::select! {
+                biased;
+                task = client_session.read_response_task() => task,
+                // With no body expected this returns only an error: the
+                // client hung up (or sent bytes it should not have).
+                idle = session.downstream_session.read_body_or_idle(true) => {
+                    let e = match idle {
+                        Err(e) => e,
+                        Ok(_) => Error::explain(InternalError, "downstream body after its end"),
+                    };
+                    return (false, false, Some(e.into_down()));
+                }
+            };
+            let mut task = match read {
+                Ok(task) => task,
+                Err(e) => return (false, false, Some(e.into_up())),
+            };
+            // The upstream connection is reusable only once its response
+            // has been read to the end.
+            let upstream_done = task.is_end();
+            session.upstream_compression.response_filter(&mut task);
+            let task = match self
+                .h1_response_filter(
+                    session,
+                    task,
+                    ctx,
+                    &mut serve_from_cache,
+                    &mut range_body_filter,
+                    false,
+                )
+                .await
+            {
+                Ok(task) => task,
+                Err(e) => return (false, false, Some(e)),
+            };
+            match session.write_response_tasks(vec![task]).await {
+                Ok(downstream_done) if downstream_done || upstream_done => {
+                    upstream_reusable = upstream_done;
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => return (false, false, Some(e)),
+            }
+        }
+        let reuse_downstream = match session.as_mut().finish_body().await {
+            Ok(_) => true,
+            Err(e) => {
+                error!("Error finish sending body to downstream: {}", e);
+                false
+            }
+        };
+        (reuse_downstream, upstream_reusable, None)
     }
 
     pub(crate) async fn proxy_to_h1_upstream(
