@@ -157,18 +157,23 @@ where
         let pipe_state = Arc::new(AtomicU8::new(PipeState::Active as u8));
 
         // start bi-directional streaming
-        let ret = tokio::try_join!(
-            self.proxy_handle_downstream(
-                session,
-                tx_downstream,
-                rx_upstream,
-                ctx,
-                &mut downstream_custom_message_writer,
-                &mut downstream_custom_message_reader,
-                pipe_state.clone(),
-            ),
-            self.proxy_handle_upstream(client_session, tx_upstream, rx_downstream, pipe_state),
-        );
+        // colorgate patch: boxed, so that bodiless requests, which take
+        // proxy_1to1_sequential, do not reserve room for these two futures.
+        let ret = Box::pin(async {
+            tokio::try_join!(
+                self.proxy_handle_downstream(
+                    session,
+                    tx_downstream,
+                    rx_upstream,
+                    ctx,
+                    &mut downstream_custom_message_writer,
+                    &mut downstream_custom_message_reader,
+                    pipe_state.clone(),
+                ),
+                self.proxy_handle_upstream(client_session, tx_upstream, rx_downstream, pipe_state),
+            )
+        })
+        .await;
 
         if let Some(custom_session) = session.downstream_session.as_custom_mut() {
             if let Some(downstream_custom_message_writer) = downstream_custom_message_writer {

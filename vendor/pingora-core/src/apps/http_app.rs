@@ -41,70 +41,84 @@ pub trait ServeHttp {
     async fn response(&self, http_session: &mut ServerSession) -> Response<Vec<u8>>;
 }
 
+/// One request of a connection for any [`ServeHttp`]:
+/// [`HttpServerApp::process_new_http`].
+async fn serve_http_once<SV>(
+    app: &Arc<SV>,
+    mut http: ServerSession,
+    shutdown: &ShutdownWatch,
+) -> Option<ReusedHttpStream>
+where
+    SV: ServeHttp + Send + Sync,
+{
+    match http.read_request().await {
+        Ok(res) => match res {
+            false => {
+                debug!("Failed to read request header");
+                return None;
+            }
+            true => {
+                debug!("Successfully get a new request");
+            }
+        },
+        Err(e) => {
+            error!("HTTP server fails to read from downstream: {e}");
+            return None;
+        }
+    }
+    trace!("{:?}", http.req_header());
+    if *shutdown.borrow() {
+        http.set_keepalive(None);
+    } else {
+        http.set_keepalive(Some(60));
+    }
+    let new_response = app.response(&mut http).await;
+    let (parts, body) = new_response.into_parts();
+    let resp_header: ResponseHeader = parts.into();
+    match http.write_response_header(Box::new(resp_header)).await {
+        Ok(()) => {
+            debug!("HTTP response header done.");
+        }
+        Err(e) => {
+            error!(
+                "HTTP server fails to write to downstream: {e}, {}",
+                http.request_summary()
+            );
+        }
+    }
+    if !body.is_empty() {
+        // TODO: check if chunked encoding is needed
+        match http.write_response_body(body.into(), true).await {
+            Ok(_) => debug!("HTTP response written."),
+            Err(e) => error!(
+                "HTTP server fails to write to downstream: {e}, {}",
+                http.request_summary()
+            ),
+        }
+    }
+    let persistent_settings = HttpPersistentSettings::for_session(&http);
+    match http.finish().await {
+        Ok(c) => c.map(|s| ReusedHttpStream::from_reusable_stream(s, persistent_settings)),
+        Err(e) => {
+            error!("HTTP server fails to finish the request: {e}");
+            None
+        }
+    }
+}
+
 // TODO: remove this in favor of HttpServer?
 #[async_trait]
 impl<SV> HttpServerApp for SV
 where
     SV: ServeHttp + Send + Sync,
 {
-    async fn process_new_http(
+    // colorgate patch: unboxed (see the trait).
+    fn process_new_http(
         self: &Arc<Self>,
-        mut http: ServerSession,
+        http: ServerSession,
         shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
-        match http.read_request().await {
-            Ok(res) => match res {
-                false => {
-                    debug!("Failed to read request header");
-                    return None;
-                }
-                true => {
-                    debug!("Successfully get a new request");
-                }
-            },
-            Err(e) => {
-                error!("HTTP server fails to read from downstream: {e}");
-                return None;
-            }
-        }
-        trace!("{:?}", http.req_header());
-        if *shutdown.borrow() {
-            http.set_keepalive(None);
-        } else {
-            http.set_keepalive(Some(60));
-        }
-        let new_response = self.response(&mut http).await;
-        let (parts, body) = new_response.into_parts();
-        let resp_header: ResponseHeader = parts.into();
-        match http.write_response_header(Box::new(resp_header)).await {
-            Ok(()) => {
-                debug!("HTTP response header done.");
-            }
-            Err(e) => {
-                error!(
-                    "HTTP server fails to write to downstream: {e}, {}",
-                    http.request_summary()
-                );
-            }
-        }
-        if !body.is_empty() {
-            // TODO: check if chunked encoding is needed
-            match http.write_response_body(body.into(), true).await {
-                Ok(_) => debug!("HTTP response written."),
-                Err(e) => error!(
-                    "HTTP server fails to write to downstream: {e}, {}",
-                    http.request_summary()
-                ),
-            }
-        }
-        let persistent_settings = HttpPersistentSettings::for_session(&http);
-        match http.finish().await {
-            Ok(c) => c.map(|s| ReusedHttpStream::from_reusable_stream(s, persistent_settings)),
-            Err(e) => {
-                error!("HTTP server fails to finish the request: {e}");
-                None
-            }
-        }
+    ) -> impl std::future::Future<Output = Option<ReusedHttpStream>> + Send {
+        serve_http_once(self, http, shutdown)
     }
 }
 
@@ -133,12 +147,12 @@ impl<SV> HttpServer<SV> {
     }
 }
 
-#[async_trait]
-impl<SV> HttpServerApp for HttpServer<SV>
+impl<SV> HttpServer<SV>
 where
     SV: ServeHttp + Send + Sync,
 {
-    async fn process_new_http(
+    /// One request of a connection: [`HttpServerApp::process_new_http`].
+    async fn process_new_http_once(
         self: &Arc<Self>,
         mut http: ServerSession,
         shutdown: &ShutdownWatch,
@@ -213,6 +227,21 @@ where
                 None
             }
         }
+    }
+}
+
+#[async_trait]
+impl<SV> HttpServerApp for HttpServer<SV>
+where
+    SV: ServeHttp + Send + Sync,
+{
+    // colorgate patch: unboxed (see the trait).
+    fn process_new_http(
+        self: &Arc<Self>,
+        http: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> impl std::future::Future<Output = Option<ReusedHttpStream>> + Send {
+        self.process_new_http_once(http, shutdown)
     }
 
     fn h2_options(&self) -> Option<H2Options> {

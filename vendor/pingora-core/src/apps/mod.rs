@@ -222,12 +222,17 @@ pub trait HttpServerApp {
     /// The caller needs to make sure that the connection is in a reusable state
     /// i.e., no error or incomplete read or write headers or bodies. Otherwise
     /// a `None` should be returned.
-    async fn process_new_http(
+    ///
+    /// colorgate patch: this returns its future unboxed. With `async fn`
+    /// under `#[async_trait]`, every request of every connection allocated
+    /// a `Box` for the whole request future (about 8 KB for a proxy) and
+    /// copied it there; now it lives in the connection's future.
+    fn process_new_http(
         self: &Arc<Self>,
-        mut session: ServerSession,
+        session: ServerSession,
         // TODO: make this ShutdownWatch so that all task can await on this event
         shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream>;
+    ) -> impl std::future::Future<Output = Option<ReusedHttpStream>> + Send;
 
     /// Provide options on how HTTP/2 connection should be established. This function will be called
     /// every time a new HTTP/2 **connection** needs to be established.

@@ -67,6 +67,25 @@ where
         &self,
         peer: &P,
     ) -> Result<(HttpSession<C::Session>, bool)> {
+        // colorgate patch: take a pooled HTTP/1 connection inline and box
+        // everything else. Connecting (TCP, TLS, h2, custom) makes a future
+        // of about 9 KB, which every caller's future then reserves and
+        // copies per request although a warm pool almost never connects.
+        let h1_only = peer
+            .get_peer_options()
+            .is_none_or(|o| o.alpn.get_max_http_version() == 1);
+        if h1_only {
+            if let Some(h1) = self.h1.reused_http_session(peer).await {
+                return Ok((HttpSession::H1(h1), true));
+            }
+        }
+        Box::pin(self.get_new_or_reused_http_session(peer)).await
+    }
+
+    async fn get_new_or_reused_http_session<P: Peer + Send + Sync + 'static>(
+        &self,
+        peer: &P,
+    ) -> Result<(HttpSession<C::Session>, bool)> {
         let peer_opts = peer.get_peer_options();
 
         // Switch to custom protocol as early as possible
