@@ -40,6 +40,50 @@ pub fn record(s: &Session, r: RequestRecord<'_>, status: u16, log: &AccessLog) {
     }
 }
 
+/// Count and log a request Pingora refused while reading its header, so
+/// before a route, a method or a URI was known (nginx logs these too).
+/// `peer` is the client as far as we can tell: no header was read to say
+/// otherwise.
+pub fn record_unreadable(
+    gw: &crate::gateway::Gateway,
+    peer: Option<IpAddr>,
+    request_id: &str,
+    status: u16,
+    bytes_sent: u64,
+    log: &AccessLog,
+) {
+    gw.unrouted.inc(status);
+    crate::metrics::get()
+        .denied
+        .with_label_values(&["malformed"])
+        .inc();
+    let fields = LogLine {
+        time: SystemTime::now(),
+        request_id,
+        remote_addr: peer,
+        client_ip: peer.filter(|ip| !gw.trusted_proxies.contains(*ip)),
+        method: "",
+        uri: "",
+        route: None,
+        status,
+        bytes_sent,
+        bytes_received: 0,
+        request_time: Duration::ZERO,
+        upstream_addr: None,
+        upstream_status: None,
+        upstream_time: None,
+        user_id: None,
+        auth: "none",
+        deny: Some("malformed"),
+        referer: None,
+        user_agent: None,
+        x_forwarded_for: None,
+    };
+    let mut o = String::with_capacity(384);
+    fields.write_json(&mut o);
+    log.write(o);
+}
+
 fn line(s: &Session, r: &RequestRecord<'_>, status: u16) -> String {
     let req = s.req_header();
     let header_len = match s.as_downstream() {

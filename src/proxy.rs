@@ -588,6 +588,24 @@ impl ProxyHttp for Proxy {
         respond::add_common_headers(resp, &ctx.gw, &ctx.request_id, self.tls())
     }
 
+    /// A request whose header Pingora refused while reading it (framing it
+    /// cannot trust, a duplicate Host) still gets the contract's JSON 400,
+    /// a log line and its counts, like the malformed requests we refuse.
+    fn invalid_request_response(&self, s: &HttpSession, _e: &Error) -> (ResponseHeader, Bytes) {
+        let gw = self.gateway.load();
+        let reject = Reject::BadRequest;
+        let id = respond::new_request_id();
+        let body = gw.errors.body(reject, &id);
+        let answer = match respond::error_header(reject, &gw, &id, self.tls(), body.len()) {
+            Ok(header) => (header, body),
+            Err(_) => (HttpSession::generate_error(reject.status()), Bytes::new()),
+        };
+        let peer = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let sent = answer.1.len() as u64;
+        crate::observe::record_unreadable(&gw, peer, &id, reject.status(), sent, &self.access_log);
+        answer
+    }
+
     async fn fail_to_proxy(&self, s: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         use ErrorType::*;
         let reject = match e.etype() {

@@ -341,17 +341,43 @@ fn an_unmatched_request_is_logged_with_a_null_route() {
     let resp = gw.get("/elsewhere?a=b");
     assert_eq!(resp.status, 404);
 
-    let lines = gw.wait_access_log(1, SETTLE);
-    let line = &lines[0];
-    for f in FIELDS {
-        assert!(line.get(f).is_some(), "field {f} missing: {line}");
-    }
-    assert_eq!(line["request_id"], request_id(&resp));
-    assert_eq!(line["status"], 404);
+    let line = only_line_for(&gw, &resp);
     assert_eq!(line["uri"], "/elsewhere?a=b");
     assert!(line["route"].is_null(), "{line}");
     assert!(line["upstream_addr"].is_null(), "{line}");
     assert!(upstream.requests().is_empty());
+}
+
+#[test]
+fn a_request_pingora_cannot_read_is_logged_and_counted_as_malformed() {
+    let upstream = Upstream::start();
+    let gw = config(&upstream).start();
+
+    let resp = gw.raw(b"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n");
+    assert_eq!(resp.status, 400);
+
+    let line = only_line_for(&gw, &resp);
+    assert_eq!(line["deny"], "malformed");
+    assert_eq!(line["remote_addr"], "127.0.0.1");
+    assert_eq!(line["client_ip"], "127.0.0.1");
+    assert_eq!(line["bytes_sent"], resp.body.len());
+    assert!(line["route"].is_null(), "{line}");
+    assert!(upstream.requests().is_empty());
+    assert_eq!(
+        wait_metric(
+            &gw,
+            "colorgate_denied_total",
+            &[("reason", "malformed")],
+            1.0
+        ),
+        1.0
+    );
+    let text = scrape(&gw);
+    let labels = [("route", ""), ("status", "400")];
+    assert_eq!(
+        metric(&text, "colorgate_requests_total", &labels),
+        Some(1.0)
+    );
 }
 
 #[test]
@@ -1349,6 +1375,19 @@ fn checks_config(upstream: &Upstream) -> (GatewayConfig, String) {
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert_eq!(token.split('.').count(), 3, "not a JWT: {token}");
     (cfg, token)
+}
+
+/// The access log's one line, with every field, for `resp`'s request.
+fn only_line_for(gw: &common::Gateway, resp: &Response) -> Value {
+    let lines = gw.wait_access_log(1, SETTLE);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let line = lines[0].clone();
+    for f in FIELDS {
+        assert!(line.get(f).is_some(), "field {f} missing: {line}");
+    }
+    assert_eq!(line["request_id"], request_id(resp));
+    assert_eq!(line["status"], resp.status);
+    line
 }
 
 fn request_id(resp: &Response) -> String {

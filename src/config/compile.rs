@@ -210,7 +210,7 @@ pub fn compile(
             "must be at least 1k",
         ));
     }
-    // Pingora refuses a header block over this itself, with a bare 400, before
+    // Pingora refuses a header block over this itself, with a 400, before
     // any check of ours runs: a larger limit would be a promise not kept.
     if max_header_size > PINGORA_MAX_HEADER_SIZE {
         errs.push(ConfigError::new(

@@ -352,8 +352,10 @@ where
                         "Fail to proxy: {e}, downstream session type: {}",
                         downstream_session.session_type()
                     );
+                    // colorgate patch: the application shapes this answer.
+                    let (resp, body) = self.inner.invalid_request_response(&downstream_session, &e);
                     downstream_session
-                        .respond_error(400)
+                        .write_error_response(resp, body)
                         .await
                         .unwrap_or_else(|e| {
                             error!("failed to send error response to downstream: {e}");

@@ -620,6 +620,20 @@ pub trait ProxyHttp {
         e
     }
 
+    /// colorgate patch: the answer to a request whose header Pingora refused
+    /// while reading it (`InvalidHTTPHeader`: bad framing, a duplicate
+    /// `Host`, an oversized header), before any other hook runs and before
+    /// a [`Session`] or `CTX` exists. The connection is closed after it.
+    ///
+    /// The default is Pingora's bare `400` with no body.
+    fn invalid_request_response(
+        &self,
+        _session: &HttpSession,
+        _e: &Error,
+    ) -> (ResponseHeader, bytes::Bytes) {
+        (HttpSession::generate_error(400), bytes::Bytes::new())
+    }
+
     /// This filter is called when the request encounters a fatal error.
     ///
     /// Users may write an error response to the downstream if the downstream is still writable.
