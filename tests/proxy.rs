@@ -379,6 +379,39 @@ fn client_sent_forwarding_and_identity_headers_are_replaced_not_passed_on() {
 }
 
 #[test]
+fn hop_by_hop_headers_stop_at_the_gateway_one_by_one() {
+    // Each alone, so that finding any one of them is what strips it
+    // (vendor/README.md: the scan that skips the removals otherwise).
+    let upstream = Upstream::start();
+    let gw = config(&upstream).start();
+    let mut conn = gw.conn();
+    let hop_by_hop = [
+        ("Connection", "keep-alive"),
+        ("Keep-Alive", "timeout=5"),
+        ("Proxy-Connection", "keep-alive"),
+        ("TE", "trailers"),
+        ("Trailer", "X-Checksum"),
+        ("Proxy-Authorization", "Basic YTpi"),
+        ("Proxy-Authenticate", "Basic"),
+        ("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+    ];
+    for (i, (name, value)) in hop_by_hop.iter().enumerate() {
+        let path = format!("/hop/{i}");
+        let resp = conn.send("GET", &path, &[(name, value), ("X-Kept", "yes")], b"");
+        assert_eq!(resp.status, 200, "{name}");
+        let reqs = upstream.wait_for_requests(i + 1, IO_TIMEOUT);
+        let seen = &reqs[i];
+        assert_eq!(seen.uri, path);
+        assert_eq!(
+            seen.header(&name.to_ascii_lowercase()),
+            None,
+            "{name} forwarded"
+        );
+        assert_eq!(seen.header("x-kept"), Some("yes"));
+    }
+}
+
+#[test]
 fn authorization_is_not_forwarded_on_a_route_without_auth() {
     let upstream = Upstream::start();
     let gw = config(&upstream).start();
