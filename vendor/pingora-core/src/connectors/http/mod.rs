@@ -71,9 +71,10 @@ where
         // everything else. Connecting (TCP, TLS, h2, custom) makes a future
         // of about 9 KB, which every caller's future then reserves and
         // copies per request although a warm pool almost never connects.
-        let h1_only = peer
-            .get_peer_options()
-            .is_none_or(|o| o.alpn.get_max_http_version() == 1);
+        // A custom protocol looks in its own pool first: not here.
+        let h1_only = peer.get_peer_options().is_none_or(|o| {
+            o.alpn.get_max_http_version() == 1 && !matches!(o.alpn, ALPN::Custom(_))
+        });
         if h1_only {
             if let Some(h1) = self.h1.reused_http_session(peer).await {
                 return Ok((HttpSession::H1(h1), true));
