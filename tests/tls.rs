@@ -364,15 +364,23 @@ fn h2(port: u16, ca: &CertificateDer<'static>, reqs: Vec<H2Req>) -> Result<H2Ses
     })
 }
 
-async fn h2_run(port: u16, cfg: Arc<ClientConfig>, reqs: Vec<H2Req>) -> Result<H2Session, String> {
+/// A TLS connection to the gateway for `localhost`, as `cfg` allows.
+async fn tls_connect(
+    port: u16,
+    cfg: Arc<ClientConfig>,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .map_err(|x| format!("connect: {x}"))?;
     let name = ServerName::try_from("localhost").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(cfg)
+    tokio_rustls::TlsConnector::from(cfg)
         .connect(name, tcp)
         .await
-        .map_err(|x| format!("TLS handshake: {x}"))?;
+        .map_err(|x| format!("TLS handshake: {x}"))
+}
+
+async fn h2_run(port: u16, cfg: Arc<ClientConfig>, reqs: Vec<H2Req>) -> Result<H2Session, String> {
+    let tls = tls_connect(port, cfg).await?;
     let (alpn, version) = {
         let c = tls.get_ref().1;
         (c.alpn_protocol().map(|p| p.to_vec()), c.protocol_version())
@@ -999,6 +1007,56 @@ fn alpn_selects_h2_and_the_upstream_gets_the_forwarded_headers() {
     assert_eq!(seen[1].body_len(), 100_000);
     assert_eq!(seen[1].header("x-forwarded-proto"), Some("https"));
     assert_eq!(seen[1].header("x-request-id"), post.header("x-request-id"),);
+}
+
+/// An HTTP/2 client that resets its stream while the upstream is still
+/// working frees the in-flight slot then, as an HTTP/1.1 client that hangs
+/// up does (tests/rate_limits.rs), not when the upstream answers (30 s).
+#[test]
+fn an_http2_stream_reset_frees_its_in_flight_slot() {
+    let ca = Ca::new("h2 reset");
+    let leaf = ca.leaf("h2 reset");
+    let upstream = Upstream::start();
+    let gw = tls_config(&upstream, &leaf)
+        .section("concurrency", "upstream: 1")
+        .section(
+            "upstreams",
+            "app:\n  servers: [\"{upstream}\"]\n  connect_timeout: 2s\n  read_timeout: 60s",
+        )
+        .start();
+    let (port, der) = (gw.port(), ca.der());
+    let cfg = client(std::slice::from_ref(&der), TLS12_13, &[b"h2"]);
+    // The connection's driver runs on the worker thread while this one
+    // blocks on the upstream and on HTTP/1.1 requests.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tls = tls_connect(port, cfg).await.expect("TLS");
+        let (send, connection) = h2::client::handshake(tls).await.expect("h2 handshake");
+        let driver = tokio::spawn(connection);
+        let mut send = send.ready().await.expect("h2 ready");
+        let req = http::Request::get(format!("https://127.0.0.1:{port}/slow/30000"))
+            .body(())
+            .unwrap();
+        let (held, _) = send.send_request(req, true).expect("h2 send_request");
+
+        upstream.wait_for_requests(1, IO_TIMEOUT);
+        assert_eq!(
+            https(port, &der, "/busy").status,
+            503,
+            "the slot is not taken"
+        );
+
+        drop(held); // RST_STREAM (CANCEL); the connection stays open
+        common::eventually(Duration::from_secs(10), || {
+            (https(port, &der, "/after").status == 200).then_some(())
+        });
+        assert!(!driver.is_finished(), "the HTTP/2 connection was closed");
+        driver.abort();
+    });
 }
 
 #[test]

@@ -126,8 +126,8 @@ where
             }
         }
 
-        // colorgate patch: a request without a body, from an HTTP/1 client,
-        // with no cache, upgrade or custom session, needs no duplex pump.
+        // colorgate patch: a request without a body, with no cache, upgrade
+        // or custom session, needs no duplex pump.
         if self.can_proxy_sequentially(session) {
             return self
                 .proxy_1to1_sequential(session, client_session, ctx)
@@ -205,11 +205,11 @@ where
     }
 
     /// colorgate patch: whether [`Self::proxy_1to1_sequential`] may serve
-    /// this request. Only bodiless HTTP/1 requests that cannot be upgraded
-    /// and touch no cache: everything else keeps the duplex pump.
+    /// this request (to an HTTP/1 upstream, from an HTTP/1 or HTTP/2
+    /// client). Only bodiless requests that cannot be upgraded and touch no
+    /// cache: everything else keeps the duplex pump.
     fn can_proxy_sequentially(&self, session: &mut Session) -> bool {
         !cfg!(feature = "upstream_modules")
-            && !session.downstream_session.is_http2()
             && !session.downstream_session.is_custom()
             && !session.downstream_session.is_upgrade_req()
             && !session.cache.enabled()
@@ -263,7 +263,8 @@ where
                 biased;
                 task = client_session.read_response_task() => task,
                 // With no body expected this returns only an error: the
-                // client hung up (or sent bytes it should not have).
+                // client hung up or reset its HTTP/2 stream (or sent bytes
+                // it should not have).
                 idle = session.downstream_session.read_body_or_idle(true) => {
                     let e = match idle {
                         Err(e) => e,
