@@ -28,13 +28,7 @@ pub struct RequestRecord<'a> {
 }
 
 pub fn record(s: &Session, r: RequestRecord<'_>, status: u16, log: &AccessLog) {
-    r.counters.inc(status);
-    if let Some(reason) = r.deny {
-        crate::metrics::get()
-            .denied
-            .with_label_values(&[reason])
-            .inc();
-    }
+    count(r.counters, status, r.deny);
     if r.log {
         log.write(line(s, &r, status));
     }
@@ -52,11 +46,7 @@ pub fn record_unreadable(
     bytes_sent: u64,
     log: &AccessLog,
 ) {
-    gw.unrouted.inc(status);
-    crate::metrics::get()
-        .denied
-        .with_label_values(&["malformed"])
-        .inc();
+    count(&gw.unrouted, status, Some("malformed"));
     let fields = LogLine {
         time: SystemTime::now(),
         request_id,
@@ -82,6 +72,18 @@ pub fn record_unreadable(
     let mut o = String::with_capacity(384);
     fields.write_json(&mut o);
     log.write(o);
+}
+
+/// `colorgate_requests_total` for the answer and, for a refusal,
+/// `colorgate_denied_total` for its reason.
+fn count(counters: &crate::metrics::RequestCounters, status: u16, deny: Option<&str>) {
+    counters.inc(status);
+    if let Some(reason) = deny {
+        crate::metrics::get()
+            .denied
+            .with_label_values(&[reason])
+            .inc();
+    }
 }
 
 fn line(s: &Session, r: &RequestRecord<'_>, status: u16) -> String {
