@@ -61,6 +61,62 @@ This idea is inspaired by hyper @nox
 */
 type CaseMap = HMap<CaseHeaderName>;
 
+/// colorgate patch: how a header set keeps the case of its names.
+///
+/// Pingora kept the second map above for every header set read from or
+/// built for HTTP/1: each header cost two inserts, and each clone and drop
+/// two maps. Almost every name on the wire is already spelled the way it
+/// would be sent without one (`Host`, `Content-Type`, `x-request-id`: see
+/// [`case_header_name::default_case`]), so the map is only made for the
+/// first name that is not. Until then nothing is stored, and the names are
+/// sent byte for byte as the map would have sent them.
+#[derive(Debug, Clone)]
+enum CaseNames {
+    /// Case is not kept (HTTP/2, `build_no_case`): names are sent in their
+    /// default spelling.
+    Off,
+    /// Case is kept, and every name so far is in its default spelling.
+    Default,
+    /// Case is kept name by name, in step with the map of values.
+    Map(CaseMap),
+}
+
+impl CaseNames {
+    fn map(&self) -> Option<&CaseMap> {
+        match self {
+            CaseNames::Map(map) => Some(map),
+            _ => None,
+        }
+    }
+
+    /// Where to record that `name` is sent as `case`: nowhere if case is not
+    /// kept or `case` is the default spelling (and no map exists yet). The
+    /// first name that needs the map makes it, from the names in `values`.
+    fn map_for<T>(
+        &mut self,
+        values: &HMap<T>,
+        name: &HeaderName,
+        case: &CaseHeaderName,
+    ) -> Option<&mut CaseMap> {
+        if let CaseNames::Default = self {
+            if case.as_slice() == case_header_name::default_case(name).as_bytes() {
+                return None;
+            }
+            let mut map = CaseMap::with_capacity(values.keys_len() + 1);
+            for (name, _) in values.iter() {
+                let case = CaseHeaderName::from_name(name);
+                // Cannot fail: `values` holds as many names and did not.
+                let _ = map.try_append(name.clone(), case);
+            }
+            *self = CaseNames::Map(map);
+        }
+        match self {
+            CaseNames::Map(map) => Some(map),
+            _ => None,
+        }
+    }
+}
+
 pub enum HeaderNameVariant<'a> {
     Case(&'a CaseHeaderName),
     Titled(&'a str),
@@ -84,7 +140,7 @@ pub enum HeaderNameVariant<'a> {
 #[derive(Debug)]
 pub struct RequestHeader {
     base: ReqParts,
-    header_name_map: Option<CaseMap>,
+    header_name_map: CaseNames,
     raw_target: RawTarget,
     // whether we send END_STREAM with HEADERS for h2 requests
     send_end_stream: bool,
@@ -152,7 +208,7 @@ impl RequestHeader {
         base.headers.reserve(http_header_map_upper_bound(size_hint));
         RequestHeader {
             base,
-            header_name_map: None,
+            header_name_map: CaseNames::Off,
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
         }
@@ -167,9 +223,7 @@ impl RequestHeader {
         size_hint: Option<usize>,
     ) -> Result<Self> {
         let mut req = Self::build_no_case(method, path, size_hint)?;
-        req.header_name_map = Some(CaseMap::with_capacity(http_header_map_upper_bound(
-            size_hint,
-        )));
+        req.header_name_map = CaseNames::Default;
         Ok(req)
     }
 
@@ -204,7 +258,7 @@ impl RequestHeader {
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid value while append")?;
         append_header_value(
-            self.header_name_map.as_mut(),
+            &mut self.header_name_map,
             &mut self.base.headers,
             name,
             header_value,
@@ -224,7 +278,7 @@ impl RequestHeader {
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid value while insert")?;
         insert_header_value(
-            self.header_name_map.as_mut(),
+            &mut self.header_name_map,
             &mut self.base.headers,
             name,
             header_value,
@@ -236,34 +290,36 @@ impl RequestHeader {
     where
         &'a N: 'a + AsHeaderName,
     {
-        remove_header(self.header_name_map.as_mut(), &mut self.base.headers, name)
+        remove_header(&mut self.header_name_map, &mut self.base.headers, name)
     }
 
     /// Write the header to the `buf` in HTTP/1.1 wire format.
     ///
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf)
+        header_to_h1_wire(self.header_name_map.map(), &self.base.headers, buf)
     }
 
-    /// If case sensitivity is enabled, returns an iterator to iterate over case-sensitive header names and values.
-    /// Otherwise returns an empty iterator.
+    /// If case sensitivity is enabled, returns an iterator over header names, as they are
+    /// sent, and values. Otherwise returns an empty iterator.
     ///
     /// Headers of the same name are visited in insertion order.
-    pub fn case_header_iter(&self) -> impl Iterator<Item = (&CaseHeaderName, &HeaderValue)> + '_ {
-        case_header_iter(self.header_name_map.as_ref(), &self.base.headers)
+    ///
+    /// colorgate patch: names are bytes, as most are not stored (see `CaseNames`).
+    pub fn case_header_iter(&self) -> impl Iterator<Item = (&[u8], &HeaderValue)> + '_ {
+        case_header_iter(&self.header_name_map, &self.base.headers)
     }
 
     /// Returns true if the request has case-sensitive headers.
     pub fn has_case(&self) -> bool {
-        self.header_name_map.is_some()
+        !matches!(self.header_name_map, CaseNames::Off)
     }
 
     pub fn map<F: FnMut(HeaderNameVariant, &HeaderValue) -> Result<()>>(
         &self,
         mut f: F,
     ) -> Result<()> {
-        let key_map = self.header_name_map.as_ref();
+        let key_map = self.header_name_map.map();
         let value_map = &self.base.headers;
 
         if let Some(key_map) = key_map {
@@ -421,7 +477,7 @@ impl From<ReqParts> for RequestHeader {
     fn from(parts: ReqParts) -> RequestHeader {
         Self {
             base: parts,
-            header_name_map: None,
+            header_name_map: CaseNames::Off,
             // The Uri is the only target available here, so it is the one that serializes.
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
@@ -452,7 +508,7 @@ impl From<RequestHeader> for ReqParts {
 pub struct ResponseHeader {
     base: RespParts,
     // an ordered header map to store the original case of each header name
-    header_name_map: Option<CaseMap>,
+    header_name_map: CaseNames,
     // the reason phrase of the response, if unset, a default one will be used
     reason_phrase: Option<String>,
 }
@@ -486,7 +542,7 @@ impl From<RespParts> for ResponseHeader {
     fn from(parts: RespParts) -> ResponseHeader {
         Self {
             base: parts,
-            header_name_map: None,
+            header_name_map: CaseNames::Off,
             reason_phrase: None,
         }
     }
@@ -507,9 +563,7 @@ impl From<Box<ResponseHeader>> for Box<RespParts> {
 impl ResponseHeader {
     fn new(size_hint: Option<usize>) -> Self {
         let mut resp_header = Self::new_no_case(size_hint);
-        resp_header.header_name_map = Some(CaseMap::with_capacity(http_header_map_upper_bound(
-            size_hint,
-        )));
+        resp_header.header_name_map = CaseNames::Default;
         resp_header
     }
 
@@ -518,7 +572,7 @@ impl ResponseHeader {
         base.headers.reserve(http_header_map_upper_bound(size_hint));
         ResponseHeader {
             base,
-            header_name_map: None,
+            header_name_map: CaseNames::Off,
             reason_phrase: None,
         }
     }
@@ -558,7 +612,7 @@ impl ResponseHeader {
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid value while append")?;
         append_header_value(
-            self.header_name_map.as_mut(),
+            &mut self.header_name_map,
             &mut self.base.headers,
             name,
             header_value,
@@ -578,7 +632,7 @@ impl ResponseHeader {
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid value while insert")?;
         insert_header_value(
-            self.header_name_map.as_mut(),
+            &mut self.header_name_map,
             &mut self.base.headers,
             name,
             header_value,
@@ -590,34 +644,36 @@ impl ResponseHeader {
     where
         &'a N: 'a + AsHeaderName,
     {
-        remove_header(self.header_name_map.as_mut(), &mut self.base.headers, name)
+        remove_header(&mut self.header_name_map, &mut self.base.headers, name)
     }
 
     /// Write the header to the `buf` in HTTP/1.1 wire format.
     ///
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf)
+        header_to_h1_wire(self.header_name_map.map(), &self.base.headers, buf)
     }
 
-    /// If case sensitivity is enabled, returns an iterator to iterate over case-sensitive header names and values.
-    /// Otherwise returns an empty iterator.
+    /// If case sensitivity is enabled, returns an iterator over header names, as they are
+    /// sent, and values. Otherwise returns an empty iterator.
     ///
     /// Headers of the same name are visited in insertion order.
-    pub fn case_header_iter(&self) -> impl Iterator<Item = (&CaseHeaderName, &HeaderValue)> + '_ {
-        case_header_iter(self.header_name_map.as_ref(), &self.base.headers)
+    ///
+    /// colorgate patch: names are bytes, as most are not stored (see `CaseNames`).
+    pub fn case_header_iter(&self) -> impl Iterator<Item = (&[u8], &HeaderValue)> + '_ {
+        case_header_iter(&self.header_name_map, &self.base.headers)
     }
 
     /// Returns true if the response has case-sensitive headers.
     pub fn has_case(&self) -> bool {
-        self.header_name_map.is_some()
+        !matches!(self.header_name_map, CaseNames::Off)
     }
 
     pub fn map<F: FnMut(HeaderNameVariant, &HeaderValue) -> Result<()>>(
         &self,
         mut f: F,
     ) -> Result<()> {
-        let key_map = self.header_name_map.as_ref();
+        let key_map = self.header_name_map.map();
         let value_map = &self.base.headers;
 
         if let Some(key_map) = key_map {
@@ -847,7 +903,7 @@ fn http_header_map_upper_bound(size_hint: Option<usize>) -> usize {
 
 #[inline]
 fn append_header_value<T>(
-    name_map: Option<&mut CaseMap>,
+    case_names: &mut CaseNames,
     value_map: &mut HMap<T>,
     name: impl IntoCaseHeaderName,
     value: T,
@@ -857,7 +913,7 @@ fn append_header_value<T>(
         .into_header_names()
         .or_err(InvalidHTTPHeader, "invalid header name")?;
     // store the original case in the map
-    if let Some(name_map) = name_map {
+    if let Some(name_map) = case_names.map_for(value_map, &header_name, &case_header_name) {
         // Use the non-panicking `try_append`: the infallible `append` calls
         // `.expect("size overflows MAX_SIZE")` internally, which would abort the
         // process if the case map ever exceeded `http`'s `MAX_SIZE` (1 << 15).
@@ -875,7 +931,7 @@ fn append_header_value<T>(
 
 #[inline]
 fn insert_header_value<T>(
-    name_map: Option<&mut CaseMap>,
+    case_names: &mut CaseNames,
     value_map: &mut HMap<T>,
     name: impl IntoCaseHeaderName,
     value: T,
@@ -884,7 +940,7 @@ fn insert_header_value<T>(
     let (header_name, case_header_name) = name
         .into_header_names()
         .or_err(InvalidHTTPHeader, "invalid header name")?;
-    if let Some(name_map) = name_map {
+    if let Some(name_map) = case_names.map_for(value_map, &header_name, &case_header_name) {
         // store the original case in the map
         name_map.insert(header_name.clone(), case_header_name);
     }
@@ -895,7 +951,7 @@ fn insert_header_value<T>(
 // the &N here is to avoid clone(). None Copy type like String can impl AsHeaderName
 #[inline]
 fn remove_header<'a, T, N: ?Sized>(
-    name_map: Option<&mut CaseMap>,
+    case_names: &mut CaseNames,
     value_map: &mut HMap<T>,
     name: &'a N,
 ) -> Option<T>
@@ -904,7 +960,7 @@ where
 {
     let removed = value_map.remove(name);
     if removed.is_some() {
-        if let Some(name_map) = name_map {
+        if let CaseNames::Map(name_map) = case_names {
             name_map.remove(name);
         }
     }
@@ -1014,7 +1070,7 @@ fn header_to_h1_wire(key_map: Option<&CaseMap>, value_map: &HMap, buf: &mut impl
     const HEADER_KV_DELIMITER: &[u8; 2] = b": ";
 
     if let Some(key_map) = key_map {
-        case_header_iter(key_map.into(), value_map).for_each(|(case_header, val)| {
+        case_map_iter(key_map, value_map).for_each(|(case_header, val)| {
             buf.put_slice(case_header.as_slice());
             buf.put_slice(HEADER_KV_DELIMITER);
             buf.put_slice(val.as_ref());
@@ -1033,20 +1089,40 @@ fn header_to_h1_wire(key_map: Option<&CaseMap>, value_map: &HMap, buf: &mut impl
 }
 
 #[inline]
-fn case_header_iter<'a>(
-    name_map: Option<&'a CaseMap>,
+fn case_map_iter<'a>(
+    name_map: &'a CaseMap,
     value_map: &'a HMap,
 ) -> impl Iterator<Item = (&'a CaseHeaderName, &'a HeaderValue)> + 'a {
-    name_map.into_iter().flat_map(|name_map| {
-        name_map
+    name_map
+        .iter()
+        .zip(value_map.iter())
+        .map(|((h1, name), (h2, value))| {
+            // in case the header iteration order changes in future versions of HMap
+            assert_eq!(h1, h2, "header iter mismatch {}, {}", h1, h2);
+            (name, value)
+        })
+}
+
+/// colorgate patch: the names as sent, stored (`CaseNames::Map`) or not.
+fn case_header_iter<'a>(
+    case_names: &'a CaseNames,
+    value_map: &'a HMap,
+) -> impl Iterator<Item = (&'a [u8], &'a HeaderValue)> + 'a {
+    let (stored, default) = match case_names {
+        CaseNames::Off => (None, None),
+        CaseNames::Default => (None, Some(value_map)),
+        CaseNames::Map(map) => (Some(map), None),
+    };
+    let stored = stored
+        .into_iter()
+        .flat_map(move |map| case_map_iter(map, value_map))
+        .map(|(name, value)| (name.as_slice(), value));
+    let default = default.into_iter().flat_map(|values| {
+        values
             .iter()
-            .zip(value_map.iter())
-            .map(|((h1, name), (h2, value))| {
-                // in case the header iteration order changes in future versions of HMap
-                assert_eq!(h1, h2, "header iter mismatch {}, {}", h1, h2);
-                (name, value)
-            })
-    })
+            .map(|(name, value)| (case_header_name::default_case(name).as_bytes(), value))
+    });
+    stored.chain(default)
 }
 
 #[cfg(test)]
@@ -1069,7 +1145,7 @@ mod tests {
         req.header_to_h1_wire(&mut buf);
         assert_eq!(buf, b"FoO: Bar\r\n");
         req.case_header_iter().enumerate().for_each(|(i, (k, v))| {
-            let name = String::from_utf8_lossy(k.as_slice()).into_owned();
+            let name = String::from_utf8_lossy(k).into_owned();
             let value = String::from_utf8_lossy(v.as_ref()).into_owned();
             match i + 1 {
                 1 => {
@@ -1087,7 +1163,7 @@ mod tests {
         resp.header_to_h1_wire(&mut buf);
         assert_eq!(buf, b"FoO: Bar\r\n");
         resp.case_header_iter().enumerate().for_each(|(i, (k, v))| {
-            let name = String::from_utf8_lossy(k.as_slice()).into_owned();
+            let name = String::from_utf8_lossy(k).into_owned();
             let value = String::from_utf8_lossy(v.as_ref()).into_owned();
             match i + 1 {
                 1 => {
@@ -1097,6 +1173,78 @@ mod tests {
                 _ => panic!("too many headers"),
             }
         });
+    }
+
+    // colorgate patch: names in their default spelling are not stored.
+    #[test]
+    fn default_spellings_store_no_names_and_send_the_same_bytes() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("Host", "a").unwrap();
+        req.append_header("User-Agent", "curl").unwrap();
+        req.append_header("x-custom", "1").unwrap();
+        req.insert_header(http::header::AUTHORIZATION, "b").unwrap();
+        assert!(matches!(req.header_name_map, CaseNames::Default));
+        assert!(req.has_case());
+        let mut buf: Vec<u8> = vec![];
+        req.header_to_h1_wire(&mut buf);
+        assert_eq!(
+            buf,
+            b"Host: a\r\nUser-Agent: curl\r\nx-custom: 1\r\nAuthorization: b\r\n"
+        );
+        let names: Vec<&[u8]> = req.case_header_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            names,
+            [&b"Host"[..], b"User-Agent", b"x-custom", b"Authorization"]
+        );
+        let clone = req.clone();
+        assert!(matches!(clone.header_name_map, CaseNames::Default));
+        req.remove_header("x-custom");
+        let mut buf: Vec<u8> = vec![];
+        req.header_to_h1_wire(&mut buf);
+        assert_eq!(buf, b"Host: a\r\nUser-Agent: curl\r\nAuthorization: b\r\n");
+    }
+
+    // colorgate patch: the first name spelled otherwise makes the map, and the
+    // names before it keep their place and spelling.
+    #[test]
+    fn the_first_unusual_spelling_keeps_every_name_as_sent() {
+        for lowercase_standard in [false, true] {
+            let mut resp = ResponseHeader::build(200, None).unwrap();
+            resp.append_header("Server", "s").unwrap();
+            resp.append_header("x-a", "1").unwrap();
+            if lowercase_standard {
+                resp.append_header("content-type", "t").unwrap();
+            } else {
+                resp.append_header("X-B", "2").unwrap();
+            }
+            resp.append_header("x-a", "3").unwrap();
+            assert!(matches!(resp.header_name_map, CaseNames::Map(_)));
+            let mut buf: Vec<u8> = vec![];
+            resp.header_to_h1_wire(&mut buf);
+            let third: &[u8] = if lowercase_standard {
+                b"content-type: t"
+            } else {
+                b"X-B: 2"
+            };
+            let mut want = b"Server: s\r\nx-a: 1\r\nx-a: 3\r\n".to_vec();
+            want.extend_from_slice(third);
+            want.extend_from_slice(b"\r\n");
+            assert_eq!(buf, want);
+            let names: Vec<&[u8]> = resp.case_header_iter().map(|(k, _)| k).collect();
+            assert_eq!(names.len(), 4);
+            // Once made, the map is kept: a default spelling is stored too.
+            resp.insert_header("x-a", "4").unwrap();
+            resp.remove_header("Server");
+            let mut buf: Vec<u8> = vec![];
+            resp.clone().header_to_h1_wire(&mut buf);
+            // Removal may reorder entries, in both maps alike.
+            let mut lines: Vec<&[u8]> = buf.split(|&b| b == b'\n').collect();
+            lines.sort();
+            let third_line = [third, b"\r"].concat();
+            let mut want: Vec<&[u8]> = vec![b"", b"x-a: 4\r", &third_line];
+            want.sort();
+            assert_eq!(lines, want);
+        }
     }
 
     #[test]
@@ -1135,7 +1283,7 @@ mod tests {
             b"FoO: Bar\r\nfOO: bar\r\nBAZ: baR\r\nContent-Length: 0\r\n"
         );
         req.case_header_iter().enumerate().for_each(|(i, (k, v))| {
-            let name = String::from_utf8_lossy(k.as_slice()).into_owned();
+            let name = String::from_utf8_lossy(k).into_owned();
             let value = String::from_utf8_lossy(v.as_ref()).into_owned();
             match i + 1 {
                 1 => {
@@ -1173,7 +1321,7 @@ mod tests {
             b"FoO: Bar\r\nfOO: bar\r\nBAZ: baR\r\nContent-Length: 0\r\n"
         );
         resp.case_header_iter().enumerate().for_each(|(i, (k, v))| {
-            let name = String::from_utf8_lossy(k.as_slice()).into_owned();
+            let name = String::from_utf8_lossy(k).into_owned();
             let value = String::from_utf8_lossy(v.as_ref()).into_owned();
             match i + 1 {
                 1 => {
