@@ -63,6 +63,51 @@ fn configured_headers_go_out_in_the_case_they_are_written() {
 }
 
 #[test]
+fn header_names_go_through_spelled_as_they_came() {
+    // nginx passes names as they are; Pingora stores a name's spelling only
+    // when it differs from the usual one, so both kinds are checked, each way.
+    use std::io::{Read, Write};
+    let upstream = Upstream::start();
+    let gw = config(&upstream).start();
+    let exchange = |request: &str| {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", gw.port())).unwrap();
+        c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        c.write_all(request.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        let _ = c.read_to_end(&mut raw);
+        String::from_utf8_lossy(&raw).into_owned()
+    };
+
+    let usual = exchange(
+        "GET /x/plain HTTP/1.1\r\nHost: a\r\nUser-Agent: t\r\nx-custom: 1\r\nConnection: close\r\n\r\n",
+    );
+    let unusual = exchange(
+        "GET /x/mixed-case HTTP/1.1\r\nHost: a\r\nuser-agent: t\r\nX-CUSTOM-in: 1\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+    );
+
+    let sent = upstream.wait_for_requests(2, IO_TIMEOUT);
+    let names = |i: usize| sent[i].names_as_sent.clone();
+    // The gateway's own names go in lowercase.
+    for name in ["Host", "User-Agent", "x-custom", "x-real-ip", "x-request-id"] {
+        assert!(names(0).iter().any(|n| n == name), "{name} in {:?}", names(0));
+    }
+    for name in ["user-agent", "X-CUSTOM-in", "Accept", "x-real-ip"] {
+        assert!(names(1).iter().any(|n| n == name), "{name} in {:?}", names(1));
+    }
+    for line in ["\r\nContent-Type: application/json\r\n", "\r\nX-Frame-Options: DENY\r\n"] {
+        assert!(usual.contains(line), "{line:?} not in {usual}");
+    }
+    for line in [
+        "\r\nx-MiXeD-Case: 1\r\n",
+        "\r\ncache-control: no-store\r\n",
+        "\r\nContent-Type: application/json\r\n",
+        "\r\nX-Frame-Options: DENY\r\n",
+    ] {
+        assert!(unusual.contains(line), "{line:?} not in {unusual}");
+    }
+}
+
+#[test]
 fn no_route_is_a_json_404() {
     let upstream = Upstream::start();
     let gw = config(&upstream)

@@ -70,10 +70,18 @@ pub(crate) fn read_line(r: &mut impl BufRead) -> Option<String> {
 
 /// Header lines up to the blank line; names lowercased, values trimmed.
 pub(crate) fn read_headers(r: &mut impl BufRead) -> Vec<(String, String)> {
+    read_header_lines(r)
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect()
+}
+
+/// Like [`read_headers`], with each name spelled as it was sent.
+pub(crate) fn read_header_lines(r: &mut impl BufRead) -> Vec<(String, String)> {
     let mut headers = Vec::new();
     while let Some(line) = read_line(r).filter(|l| !l.is_empty()) {
         if let Some((k, v)) = line.split_once(':') {
-            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            headers.push((k.trim().to_string(), v.trim().to_string()));
         }
     }
     headers

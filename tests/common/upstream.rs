@@ -13,7 +13,7 @@
 //!   `{"ok":true,"method":..,"uri":..,"headers":{lowercase name: value},"body_len":N}`
 //!   (repeated headers are joined with ", ").
 
-use super::http::{find_header, read_body, read_headers, read_line};
+use super::http::{find_header, read_body, read_header_lines, read_line};
 use std::collections::HashMap;
 use std::io::{BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -30,6 +30,8 @@ pub struct RecordedRequest {
     pub version: String,
     /// Lowercase names, wire order, duplicates kept.
     pub headers: Vec<(String, String)>,
+    /// The same names, spelled as they arrived.
+    pub names_as_sent: Vec<String>,
     pub body: Vec<u8>,
     /// Sequence number of the TCP connection it came on (equal numbers = connection reuse).
     pub conn: usize,
@@ -174,7 +176,12 @@ fn serve(sh: &Shared, stream: TcpStream, conn: usize) {
         if start.is_empty() {
             continue; // stray CR LF between requests is allowed
         }
-        let headers = read_headers(&mut r);
+        let lines = read_header_lines(&mut r);
+        let names_as_sent = lines.iter().map(|(k, _)| k.clone()).collect();
+        let headers: Vec<_> = lines
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
         let mut parts = start.split_whitespace().map(str::to_string);
         let (method, uri, version) = (
             parts.next().unwrap(),
@@ -192,6 +199,7 @@ fn serve(sh: &Shared, stream: TcpStream, conn: usize) {
             uri,
             version,
             headers,
+            names_as_sent,
             body,
             conn,
         };
@@ -216,6 +224,10 @@ fn serve(sh: &Shared, stream: TcpStream, conn: usize) {
                 "Content-Type: {ctype}\r\nContent-Length: {}\r\n",
                 payload.len()
             );
+        }
+        if req.uri.contains("/mixed-case") {
+            // One name no one would choose, one standard name in lowercase.
+            head += "x-MiXeD-Case: 1\r\ncache-control: no-store\r\n";
         }
         if close {
             head += "Connection: close\r\n";
