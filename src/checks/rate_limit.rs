@@ -6,7 +6,6 @@
 //! as monotonic `now_ms` ([`monotonic_ms`]) so tests are deterministic. The API
 //! is sync and locks are held per map operation only: safe from async code.
 
-use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Instant;
@@ -181,8 +180,9 @@ pub struct LocalStore {
     /// Keys per shard. The maps grow up to it rather than reserve it up
     /// front: a zone sized for 100k keys costs nothing until it is used.
     cap: usize,
-    /// Random per store, so clients cannot aim all their keys at one shard.
-    hasher: RandomState,
+    /// Random per store, so clients cannot aim all their keys at one shard;
+    /// foldhash, as this runs several times per request.
+    hasher: foldhash::fast::RandomState,
 }
 
 impl LocalStore {
@@ -194,7 +194,7 @@ impl LocalStore {
         let shards = (0..count)
             .map(|_| Mutex::new(LruCache::unbounded()))
             .collect();
-        let hasher = RandomState::new();
+        let hasher = foldhash::fast::RandomState::default();
         LocalStore {
             shards,
             cap,
