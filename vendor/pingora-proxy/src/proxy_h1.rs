@@ -45,7 +45,11 @@ where
 
         // phase 2 send to upstream
 
-        let mut req = session.req_header().clone();
+        // colorgate patch: the header as read goes upstream and its copy stays
+        // with the session. Both say the same, but only the one read was built
+        // with room for the headers the filters add: a clone's is exactly full.
+        let copy = session.req_header().clone();
+        let mut req = std::mem::replace(session.req_header_mut(), copy);
         let authority_policy = AuthorityPolicy::from(session.downstream_session.is_custom());
         let downstream_had_host = req.headers.contains_key(http::header::HOST);
         req.set_version(Version::HTTP_11);

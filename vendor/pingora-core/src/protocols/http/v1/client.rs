@@ -438,8 +438,14 @@ impl HttpSession {
     /// Similar to [`Self::read_response()`], read the response header and then return a copy of it.
     pub async fn read_resp_header_parts(&mut self) -> Result<Box<ResponseHeader>> {
         self.read_response().await?;
-        // safe to unwrap because it is just read
-        Ok(Box::new(self.resp_header().unwrap().clone()))
+        // colorgate patch: hand out the header as read, which has room for
+        // what a proxy adds, and keep the copy (whose room is exactly full).
+        let read = self
+            .response_header
+            .take()
+            .expect("read_response() returned Ok, so a header was read");
+        self.response_header = Some(Box::new((*read).clone()));
+        Ok(read)
     }
 
     /// Return a reference of the [`ResponseHeader`] if the response is read
