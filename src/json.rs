@@ -151,14 +151,18 @@ mod tests {
 
     #[test]
     fn every_special_byte_is_escaped_at_every_offset_of_a_word() {
-        for special in ["\"", "\\", "\n", "\u{1}", "\u{1f}", "\u{2028}", "\u{2029}", "é"] {
+        for special in [
+            "\"", "\\", "\n", "\u{1}", "\u{1f}", "\u{2028}", "\u{2029}", "é",
+        ] {
             for at in 0..17 {
                 let s = format!("{}{special}{}", "a".repeat(at), "b".repeat(20 - at));
                 let mut out = String::new();
                 push_str(&mut out, &s);
                 let back: String = serde_json::from_str(&out).unwrap();
                 assert_eq!(back, s);
-                let raw_line_breaks = ['\n', '\u{2028}', '\u{2029}'].iter().any(|&c| out.contains(c));
+                let raw_line_breaks = ['\n', '\u{2028}', '\u{2029}']
+                    .iter()
+                    .any(|&c| out.contains(c));
                 assert!(!raw_line_breaks, "{out}");
             }
         }

@@ -88,13 +88,30 @@ fn header_names_go_through_spelled_as_they_came() {
     let sent = upstream.wait_for_requests(2, IO_TIMEOUT);
     let names = |i: usize| sent[i].names_as_sent.clone();
     // The gateway's own names go in lowercase.
-    for name in ["Host", "User-Agent", "x-custom", "x-real-ip", "x-request-id"] {
-        assert!(names(0).iter().any(|n| n == name), "{name} in {:?}", names(0));
+    for name in [
+        "Host",
+        "User-Agent",
+        "x-custom",
+        "x-real-ip",
+        "x-request-id",
+    ] {
+        assert!(
+            names(0).iter().any(|n| n == name),
+            "{name} in {:?}",
+            names(0)
+        );
     }
     for name in ["user-agent", "X-CUSTOM-in", "Accept", "x-real-ip"] {
-        assert!(names(1).iter().any(|n| n == name), "{name} in {:?}", names(1));
+        assert!(
+            names(1).iter().any(|n| n == name),
+            "{name} in {:?}",
+            names(1)
+        );
     }
-    for line in ["\r\nContent-Type: application/json\r\n", "\r\nX-Frame-Options: DENY\r\n"] {
+    for line in [
+        "\r\nContent-Type: application/json\r\n",
+        "\r\nX-Frame-Options: DENY\r\n",
+    ] {
         assert!(usual.contains(line), "{line:?} not in {usual}");
     }
     for line in [
