@@ -169,7 +169,7 @@ impl Proxy {
         // charged together with those after JWT: as in nginx, a request a
         // later zone rejects costs the earlier zones nothing.
         let key = ip_key(ip);
-        let ip_zones: Vec<_> = route.ip_zones.iter().map(|z| (&**z, &key[..])).collect();
+        let ip_zones: Zones = route.ip_zones.iter().map(|z| (&**z, &key[..])).collect();
         let defer_ip = route.jwt && !route.user_zones.is_empty() && !ip_zones.is_empty();
         if defer_ip {
             if let rate_limit::Decision::Reject {
@@ -211,7 +211,7 @@ impl Proxy {
             if !route.user_zones.is_empty() {
                 let deferred = ip_zones.iter().copied().filter(|_| defer_ip);
                 let users = route.user_zones.iter().map(|z| (&**z, user.as_bytes()));
-                let zones: Vec<_> = deferred.chain(users).collect();
+                let zones: Zones = deferred.chain(users).collect();
                 apply_rate_limit(s, &zones).await?;
             }
             if let Some(cap) = gw.per_user_cap {
@@ -294,6 +294,10 @@ impl Proxy {
 
 /// nginx limit_req across the route's zones: delay (without blocking a
 /// thread) or refuse.
+/// The zones one request is checked against, with the key it has in each;
+/// routes have a few, so they live on the stack.
+type Zones<'a> = smallvec::SmallVec<[(&'a rate_limit::RateZone, &'a [u8]); 4]>;
+
 async fn apply_rate_limit(
     s: &mut Session,
     zones: &[(&rate_limit::RateZone, &[u8])],
