@@ -10,5 +10,7 @@ pub static X_FORWARDED_PROTO: CaseHeader = CaseHeader::from_static("x-forwarded-
 pub static X_REAL_IP: CaseHeader = CaseHeader::from_static("x-real-ip");
 pub static X_REQUEST_ID: CaseHeader = CaseHeader::from_static("x-request-id");
 pub static X_USER_ID: CaseHeader = CaseHeader::from_static("x-user-id");
+/// Spelled as it is conventionally (and by nginx users in `add_header`):
+/// a standard name in lowercase would cost a second map of names per response.
 pub static STRICT_TRANSPORT_SECURITY: CaseHeader =
-    CaseHeader::from_static("strict-transport-security");
+    CaseHeader::from_static_spelled("strict-transport-security", "Strict-Transport-Security");

@@ -74,6 +74,22 @@ impl CaseHeader {
         }
     }
 
+    /// A lowercase name known at compile time, sent spelled as `spelled`
+    /// (the same letters, in any case); it does not compile otherwise.
+    pub const fn from_static_spelled(name: &'static str, spelled: &'static str) -> CaseHeader {
+        let (a, b) = (name.as_bytes(), spelled.as_bytes());
+        assert!(a.len() == b.len(), "the spelling has other letters");
+        let mut i = 0;
+        while i < a.len() {
+            assert!(a[i] == b[i].to_ascii_lowercase(), "the spelling has other letters");
+            i += 1;
+        }
+        CaseHeader {
+            name: HeaderName::from_static(name),
+            case: CaseHeaderName(Bytes::from_static(spelled.as_bytes())),
+        }
+    }
+
     /// `name`, sent as written; `None` if it is not a valid header name.
     pub fn new(name: &str) -> Option<CaseHeader> {
         Some(CaseHeader {
@@ -315,6 +331,11 @@ mod tests {
         let (name, case) = (&X).into_header_names().unwrap();
         assert_eq!(name, "x-real-ip");
         assert_eq!(case.as_slice(), b"x-real-ip");
+        const H: CaseHeader =
+            CaseHeader::from_static_spelled("strict-transport-security", "Strict-Transport-Security");
+        let (name, case) = (&H).into_header_names().unwrap();
+        assert_eq!(name, header::STRICT_TRANSPORT_SECURITY);
+        assert_eq!(case.as_slice(), b"Strict-Transport-Security");
         let h = CaseHeader::new("X-Frame-Options").unwrap();
         assert_eq!(h.name(), &header::X_FRAME_OPTIONS);
         assert_eq!((&h).into_case_header_name().as_slice(), b"X-Frame-Options");
