@@ -81,7 +81,10 @@ impl CaseHeader {
         assert!(a.len() == b.len(), "the spelling has other letters");
         let mut i = 0;
         while i < a.len() {
-            assert!(a[i] == b[i].to_ascii_lowercase(), "the spelling has other letters");
+            assert!(
+                a[i] == b[i].to_ascii_lowercase(),
+                "the spelling has other letters"
+            );
             i += 1;
         }
         CaseHeader {
@@ -269,18 +272,39 @@ pub(crate) fn titled_header_name_str(header_name: &HeaderName) -> Option<&'stati
         (27, b'a') => ("access-control-allow-origin", "Access-Control-Allow-Origin"),
         (27, b'p') => ("public-key-pins-report-only", "Public-Key-Pins-Report-Only"),
         (28, b'a') => match name {
-            "access-control-allow-headers" => ("access-control-allow-headers", "Access-Control-Allow-Headers"),
-            "access-control-allow-methods" => ("access-control-allow-methods", "Access-Control-Allow-Methods"),
+            "access-control-allow-headers" => (
+                "access-control-allow-headers",
+                "Access-Control-Allow-Headers",
+            ),
+            "access-control-allow-methods" => (
+                "access-control-allow-methods",
+                "Access-Control-Allow-Methods",
+            ),
             _ => return None,
         },
         (29, b'a') => match name {
-            "access-control-expose-headers" => ("access-control-expose-headers", "Access-Control-Expose-Headers"),
-            "access-control-request-method" => ("access-control-request-method", "Access-Control-Request-Method"),
+            "access-control-expose-headers" => (
+                "access-control-expose-headers",
+                "Access-Control-Expose-Headers",
+            ),
+            "access-control-request-method" => (
+                "access-control-request-method",
+                "Access-Control-Request-Method",
+            ),
             _ => return None,
         },
-        (30, b'a') => ("access-control-request-headers", "Access-Control-Request-Headers"),
-        (32, b'a') => ("access-control-allow-credentials", "Access-Control-Allow-Credentials"),
-        (35, b'c') => ("content-security-policy-report-only", "Content-Security-Policy-Report-Only"),
+        (30, b'a') => (
+            "access-control-request-headers",
+            "Access-Control-Request-Headers",
+        ),
+        (32, b'a') => (
+            "access-control-allow-credentials",
+            "Access-Control-Allow-Credentials",
+        ),
+        (35, b'c') => (
+            "content-security-policy-report-only",
+            "Content-Security-Policy-Report-Only",
+        ),
         _ => return None,
     };
     (name == lower).then_some(titled)
@@ -331,8 +355,10 @@ mod tests {
         let (name, case) = (&X).into_header_names().unwrap();
         assert_eq!(name, "x-real-ip");
         assert_eq!(case.as_slice(), b"x-real-ip");
-        const H: CaseHeader =
-            CaseHeader::from_static_spelled("strict-transport-security", "Strict-Transport-Security");
+        const H: CaseHeader = CaseHeader::from_static_spelled(
+            "strict-transport-security",
+            "Strict-Transport-Security",
+        );
         let (name, case) = (&H).into_header_names().unwrap();
         assert_eq!(name, header::STRICT_TRANSPORT_SECURITY);
         assert_eq!(case.as_slice(), b"Strict-Transport-Security");
