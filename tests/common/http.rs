@@ -70,7 +70,12 @@ pub(crate) fn read_line(r: &mut impl BufRead) -> Option<String> {
 
 /// Header lines up to the blank line; names lowercased, values trimmed.
 pub(crate) fn read_headers(r: &mut impl BufRead) -> Vec<(String, String)> {
-    read_header_lines(r)
+    lowercase_names(read_header_lines(r))
+}
+
+/// Header lines with their names lowercased, as [`read_headers`] returns them.
+pub(crate) fn lowercase_names(lines: Vec<(String, String)>) -> Vec<(String, String)> {
+    lines
         .into_iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), v))
         .collect()

@@ -13,7 +13,7 @@
 //!   `{"ok":true,"method":..,"uri":..,"headers":{lowercase name: value},"body_len":N}`
 //!   (repeated headers are joined with ", ").
 
-use super::http::{find_header, read_body, read_header_lines, read_line};
+use super::http::{find_header, lowercase_names, read_body, read_header_lines, read_line};
 use std::collections::HashMap;
 use std::io::{BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -178,10 +178,7 @@ fn serve(sh: &Shared, stream: TcpStream, conn: usize) {
         }
         let lines = read_header_lines(&mut r);
         let names_as_sent = lines.iter().map(|(k, _)| k.clone()).collect();
-        let headers: Vec<_> = lines
-            .into_iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v))
-            .collect();
+        let headers = lowercase_names(lines);
         let mut parts = start.split_whitespace().map(str::to_string);
         let (method, uri, version) = (
             parts.next().unwrap(),
