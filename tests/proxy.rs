@@ -125,6 +125,31 @@ fn header_names_go_through_spelled_as_they_came() {
 }
 
 #[test]
+fn bytes_past_an_upstream_content_length_are_dropped_with_its_connection() {
+    // As nginx ("upstream sent more data than specified"): the client gets
+    // the declared body, and the connection is not used again.
+    // Either read with the header, or (late-body) on its own after it.
+    for path in ["/x/overlong", "/x/overlong/late-body"] {
+        let upstream = Upstream::start();
+        let gw = config(&upstream).start();
+
+        let overlong = gw.get(path);
+        let after = gw.get("/x/after");
+
+        assert_eq!(overlong.status, 200, "{path}");
+        let body: serde_json::Value = serde_json::from_slice(&overlong.body).unwrap();
+        assert_eq!(body["uri"], path);
+        assert_eq!(after.status, 200, "{path}");
+        let sent = upstream.wait_for_requests(2, IO_TIMEOUT);
+        assert_eq!(sent[1].uri, "/x/after");
+        assert_ne!(
+            sent[0].conn, sent[1].conn,
+            "{path}: the connection was reused"
+        );
+    }
+}
+
+#[test]
 fn no_route_is_a_json_404() {
     let upstream = Upstream::start();
     let gw = config(&upstream)

@@ -231,8 +231,18 @@ fn serve(sh: &Shared, stream: TcpStream, conn: usize) {
         }
         head += "\r\n";
         let mut bytes = head.into_bytes();
+        if req.uri.contains("/late-body") {
+            // The header alone first, so the body is read on its own.
+            let _ = out.write_all(&bytes).and_then(|()| out.flush());
+            bytes.clear();
+            thread::sleep(Duration::from_millis(50));
+        }
         if req.method != "HEAD" && status != 204 && status != 304 {
             bytes.extend(payload);
+        }
+        if req.uri.contains("/overlong") {
+            // Bytes past the Content-Length, as a broken upstream sends them.
+            bytes.extend_from_slice(b"JUNK");
         }
         let ok = out.write_all(&bytes).is_ok();
         sh.in_flight.fetch_sub(1, SeqCst);
