@@ -292,12 +292,12 @@ impl Proxy {
     }
 }
 
-/// nginx limit_req across the route's zones: delay (without blocking a
-/// thread) or refuse.
 /// The zones one request is checked against, with the key it has in each;
 /// routes have a few, so they live on the stack.
 type Zones<'a> = smallvec::SmallVec<[(&'a rate_limit::RateZone, &'a [u8]); 4]>;
 
+/// nginx limit_req across the route's zones: delay (without blocking a
+/// thread) or refuse.
 async fn apply_rate_limit(
     s: &mut Session,
     zones: &[(&rate_limit::RateZone, &[u8])],
