@@ -41,17 +41,13 @@ fn a_request_reaches_the_upstream_with_forwarded_and_security_headers() {
 fn configured_headers_go_out_in_the_case_they_are_written() {
     // As nginx's add_header sends them; the defaults are written
     // X-Frame-Options, X-Content-Type-Options, X-XSS-Protection.
-    use std::io::{Read, Write};
     let upstream = Upstream::start();
     let gw = config(&upstream).start();
 
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", gw.port())).unwrap();
-    c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    c.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut raw = Vec::new();
-    let _ = c.read_to_end(&mut raw);
-    let raw = String::from_utf8_lossy(&raw);
+    let raw = answer_as_sent(
+        &gw,
+        "GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
 
     for line in [
         "\r\nX-Frame-Options: DENY\r\n",
@@ -66,22 +62,15 @@ fn configured_headers_go_out_in_the_case_they_are_written() {
 fn header_names_go_through_spelled_as_they_came() {
     // nginx passes names as they are; Pingora stores a name's spelling only
     // when it differs from the usual one, so both kinds are checked, each way.
-    use std::io::{Read, Write};
     let upstream = Upstream::start();
     let gw = config(&upstream).start();
-    let exchange = |request: &str| {
-        let mut c = std::net::TcpStream::connect(("127.0.0.1", gw.port())).unwrap();
-        c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        c.write_all(request.as_bytes()).unwrap();
-        let mut raw = Vec::new();
-        let _ = c.read_to_end(&mut raw);
-        String::from_utf8_lossy(&raw).into_owned()
-    };
 
-    let usual = exchange(
+    let usual = answer_as_sent(
+        &gw,
         "GET /x/plain HTTP/1.1\r\nHost: a\r\nUser-Agent: t\r\nx-custom: 1\r\nConnection: close\r\n\r\n",
     );
-    let unusual = exchange(
+    let unusual = answer_as_sent(
+        &gw,
         "GET /x/mixed-case HTTP/1.1\r\nHost: a\r\nuser-agent: t\r\nX-CUSTOM-in: 1\r\nAccept: */*\r\nConnection: close\r\n\r\n",
     );
 
@@ -122,6 +111,18 @@ fn header_names_go_through_spelled_as_they_came() {
     ] {
         assert!(unusual.contains(line), "{line:?} not in {unusual}");
     }
+}
+
+/// The bytes of the gateway's answer to `request` (which asks it to close),
+/// header names spelled as they were sent.
+fn answer_as_sent(gw: &common::Gateway, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", gw.port())).unwrap();
+    c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    c.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = c.read_to_end(&mut raw);
+    String::from_utf8_lossy(&raw).into_owned()
 }
 
 #[test]
