@@ -32,11 +32,6 @@ impl CaseHeaderName {
     pub fn from_slice(buf: &[u8]) -> Self {
         CaseHeaderName(Bytes::copy_from_slice(buf))
     }
-
-    /// colorgate patch: `name` in its default spelling ([`default_case`]).
-    pub(crate) fn from_name(name: &HeaderName) -> Self {
-        CaseHeaderName(titled_header_name(name))
-    }
 }
 
 /// A trait that converts into case-sensitive header names.
@@ -153,7 +148,7 @@ impl IntoCaseHeaderName for Bytes {
     }
 }
 
-pub(crate) fn titled_header_name(header_name: &HeaderName) -> Bytes {
+fn titled_header_name(header_name: &HeaderName) -> Bytes {
     titled_header_name_str(header_name).map_or_else(
         || Bytes::copy_from_slice(header_name.as_str().as_bytes()),
         |s| Bytes::from_static(s.as_bytes()),

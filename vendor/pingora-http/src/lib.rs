@@ -104,7 +104,8 @@ impl CaseNames {
             }
             let mut map = CaseMap::with_capacity(values.keys_len() + 1);
             for (name, _) in values.iter() {
-                let case = CaseHeaderName::from_name(name);
+                // The default spelling, as `IntoCaseHeaderName` gives it.
+                let case = name.into_case_header_name();
                 // Cannot fail: `values` holds as many names and did not.
                 let _ = map.try_append(name.clone(), case);
             }
