@@ -24,7 +24,9 @@ pub fn check_h1(raw: &[u8], max_header_size: usize) -> Result<(), Malformed> {
     if raw.len() > max_header_size {
         return Err(Malformed::HeadersTooLarge);
     }
-    let mut lines = raw.split(|&b| b == b'\n');
+    // Lines are found with memchr and only names starting h/c/t (any case)
+    // are looked at: this runs over every request's whole header block.
+    let mut lines = LineIter { raw, start: 0 };
     let request_line = lines.next().unwrap_or_default();
     let http10 = trim(request_line).ends_with(b"HTTP/1.0");
     // `METHOD SP target SP version`; Pingora has already parsed it.
@@ -41,7 +43,10 @@ pub fn check_h1(raw: &[u8], max_header_size: usize) -> Result<(), Malformed> {
     let (mut hosts, mut lengths, mut encodings) = (0, 0, 0);
     for line in lines {
         let line = trim(line);
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
+        if !matches!(line.first().map(|b| b | 0x20), Some(b'h' | b'c' | b't')) {
+            continue;
+        }
+        let Some(colon) = memchr::memchr(b':', line) else {
             continue;
         };
         let (name, value) = (trim(&line[..colon]), trim(&line[colon + 1..]));
@@ -71,6 +76,31 @@ pub fn check_h1(raw: &[u8], max_header_size: usize) -> Result<(), Malformed> {
         return Err(Malformed::BadRequest("missing Host"));
     }
     Ok(())
+}
+
+/// The `\n`-separated lines of a header block (a `split` that finds the
+/// separators with memchr rather than a byte at a time).
+struct LineIter<'a> {
+    raw: &'a [u8],
+    start: usize,
+}
+
+impl<'a> Iterator for LineIter<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = self.raw.get(self.start..)?;
+        match memchr::memchr(b'\n', rest) {
+            Some(i) => {
+                self.start += i + 1;
+                Some(&rest[..i])
+            }
+            None => {
+                self.start = self.raw.len() + 1;
+                Some(rest)
+            }
+        }
+    }
 }
 
 /// `/path…` (origin-form) or `http://…` / `https://…` (absolute-form).
@@ -145,6 +175,30 @@ mod tests {
         assert_eq!(bad, Err(Malformed::BadRequest("invalid Content-Length")));
         let neg = check("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n");
         assert_eq!(neg, Err(Malformed::BadRequest("invalid Content-Length")));
+    }
+
+    #[test]
+    fn lines_are_found_with_any_line_ending_and_name_case() {
+        // Bare LF endings and a last line without one still count.
+        assert_eq!(
+            check("GET / HTTP/1.1\nHOST: a\nhost: b"),
+            Err(Malformed::BadRequest("duplicate Host"))
+        );
+        assert_eq!(
+            check("POST / HTTP/1.1\nhost: a\nTRANSFER-ENCODING: chunked\ncontent-LENGTH: 1"),
+            Err(Malformed::BadRequest(
+                "both Content-Length and Transfer-Encoding"
+            ))
+        );
+        // Names that only end like or contain the checked ones do not count.
+        assert_eq!(
+            check("GET / HTTP/1.1\r\nX-Host: a\r\nHost-Name: b\r\n\r\n"),
+            Err(Malformed::BadRequest("missing Host"))
+        );
+        assert_eq!(
+            check("GET / HTTP/1.1\r\nHost: a\r\nX-Content-Length: 1\r\nContent-Lengths: x\r\n\r\n"),
+            Ok(())
+        );
     }
 
     #[test]
