@@ -143,7 +143,7 @@ impl fmt::Display for AuthFailure {
 /// The scheme is case-insensitive and followed by one or more spaces. No
 /// header, or another scheme (e.g. `Basic`), is `Missing`; `Bearer` with an
 /// empty or malformed token is `Invalid`.
-pub fn bearer_token(authorization: Option<&[u8]>) -> Result<&str, AuthFailure> {
+pub fn bearer_token(authorization: Option<&[u8]>) -> Result<&[u8], AuthFailure> {
     let value = trim_spaces(authorization.ok_or(AuthFailure::Missing)?);
     const SCHEME: &[u8] = b"bearer";
     if value.len() < SCHEME.len() || !value[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
@@ -157,14 +157,15 @@ pub fn bearer_token(authorization: Option<&[u8]>) -> Result<&str, AuthFailure> {
     }
     let token = trim_spaces(rest);
     // token68 charset (RFC 7235); JWTs only use base64url and '.'. This also
-    // rejects inner spaces and makes the UTF-8 conversion below infallible.
+    // rejects inner spaces, and makes the token ASCII: it stays bytes, since
+    // a cached token is found without a UTF-8 check (see `verify`).
     if token.is_empty()
         || token.len() > MAX_TOKEN_LEN
         || !token.iter().fold(true, |all, &b| all & is_token68(b))
     {
         return Err(AuthFailure::Invalid);
     }
-    std::str::from_utf8(token).map_err(|_| AuthFailure::Invalid)
+    Ok(token)
 }
 
 /// A token68 byte. It runs over every byte of every token, so it is plain
@@ -318,15 +319,19 @@ impl JwtVerifier {
     }
 
     /// Verifies a token and returns the user identity from the user claim.
-    pub fn verify(&self, token: &str) -> Result<String, AuthFailure> {
+    pub fn verify(&self, token: impl AsRef<[u8]>) -> Result<String, AuthFailure> {
         use super::token_cache::Cached;
+        let token = token.as_ref();
         let now = jsonwebtoken::get_current_timestamp();
         match self.cache.get(token, now) {
             Cached::User(user) => return Ok(user),
             Cached::Expired => return Err(AuthFailure::Expired),
             Cached::Miss => {}
         }
-        let payload = self.verified_payload(token)?;
+        // Only a token that is not cached needs to be text (a cached one
+        // was, when it verified).
+        let text = std::str::from_utf8(token).map_err(|_| AuthFailure::Invalid)?;
+        let payload = self.verified_payload(text)?;
         let user = user_from_payload(&payload, &self.user_claim)?;
         // Cached only when its time claims read as plain numbers.
         if let Ok(t) = serde_json::from_slice::<TimeClaims>(&payload) {
@@ -816,7 +821,7 @@ mod tests {
         ] {
             let v = hs(alg);
             assert_eq!(
-                v.verify(&token(&format!("{name}_valid"))),
+                v.verify(token(&format!("{name}_valid"))),
                 Ok("alice".into()),
                 "{name}"
             );
@@ -836,7 +841,7 @@ mod tests {
             (Algorithm::EdDSA, "ed25519_public.pem", "eddsa_valid"),
         ] {
             assert_eq!(
-                pem(alg, public).verify(&token(name)),
+                pem(alg, public).verify(token(name)),
                 Ok("alice".into()),
                 "{name}"
             );
@@ -875,7 +880,7 @@ mod tests {
     fn algorithm_confusion_hs256_signed_with_public_key_is_invalid() {
         let v = pem(Algorithm::RS256, "rsa_public.pem");
         assert_eq!(
-            v.verify(&token("confusion_hs256_rsa_pubkey")),
+            v.verify(token("confusion_hs256_rsa_pubkey")),
             Err(AuthFailure::Invalid)
         );
     }
@@ -883,11 +888,11 @@ mod tests {
     #[test]
     fn alg_none_is_invalid() {
         assert_eq!(
-            hs(Algorithm::HS256).verify(&token("alg_none")),
+            hs(Algorithm::HS256).verify(token("alg_none")),
             Err(AuthFailure::Invalid)
         );
         assert_eq!(
-            pem(Algorithm::RS256, "rsa_public.pem").verify(&token("alg_none")),
+            pem(Algorithm::RS256, "rsa_public.pem").verify(token("alg_none")),
             Err(AuthFailure::Invalid)
         );
     }
@@ -896,11 +901,11 @@ mod tests {
     fn token_alg_outside_configured_list_is_invalid() {
         // Right secret, but HS384 is not configured: the token's alg never chooses.
         assert_eq!(
-            hs(Algorithm::HS256).verify(&token("hs384_valid")),
+            hs(Algorithm::HS256).verify(token("hs384_valid")),
             Err(AuthFailure::Invalid)
         );
         assert_eq!(
-            pem(Algorithm::RS256, "rsa_public.pem").verify(&token("ps256_valid")),
+            pem(Algorithm::RS256, "rsa_public.pem").verify(token("ps256_valid")),
             Err(AuthFailure::Invalid)
         );
     }
@@ -909,14 +914,14 @@ mod tests {
     fn bad_signature_and_malformed_tokens_are_invalid() {
         let v = hs(Algorithm::HS256);
         assert_eq!(
-            v.verify(&token("hs256_other_secret")),
+            v.verify(token("hs256_other_secret")),
             Err(AuthFailure::Invalid)
         );
         let good = token("hs256_valid");
         let mut parts: Vec<&str> = good.split('.').collect();
         let other = token("hs256_no_exp");
         parts[1] = other.split('.').nth(1).unwrap(); // payload swapped, signature kept
-        assert_eq!(v.verify(&parts.join(".")), Err(AuthFailure::Invalid));
+        assert_eq!(v.verify(parts.join(".")), Err(AuthFailure::Invalid));
         for bad in [
             "",
             "abc",
@@ -933,32 +938,32 @@ mod tests {
     #[test]
     fn time_and_issuer_failures_map_to_their_reasons() {
         let v = hs(Algorithm::HS256);
-        assert_eq!(v.verify(&token("hs256_expired")), Err(AuthFailure::Expired));
+        assert_eq!(v.verify(token("hs256_expired")), Err(AuthFailure::Expired));
         assert_eq!(
-            v.verify(&token("hs256_nbf_future")),
+            v.verify(token("hs256_nbf_future")),
             Err(AuthFailure::NotYetValid)
         );
         assert_eq!(
-            v.verify(&token("hs256_no_exp")),
+            v.verify(token("hs256_no_exp")),
             Err(AuthFailure::MissingExp)
         );
         assert_eq!(
-            v.verify(&token("hs256_no_user")),
+            v.verify(token("hs256_no_user")),
             Err(AuthFailure::MissingUser)
         );
         // Issuer not configured: not checked.
-        assert_eq!(v.verify(&token("hs256_wrong_iss")), Ok("alice".into()));
+        assert_eq!(v.verify(token("hs256_wrong_iss")), Ok("alice".into()));
 
         let mut s = settings(&[Algorithm::HS256], KeySource::Secret(secret()));
         s.issuer = Some(ISSUER.into());
         let v = JwtVerifier::new(s).unwrap();
-        assert_eq!(v.verify(&token("hs256_valid")), Ok("alice".into()));
+        assert_eq!(v.verify(token("hs256_valid")), Ok("alice".into()));
         assert_eq!(
-            v.verify(&token("hs256_wrong_iss")),
+            v.verify(token("hs256_wrong_iss")),
             Err(AuthFailure::WrongIssuer)
         );
         assert_eq!(
-            v.verify(&token("hs256_no_iss")),
+            v.verify(token("hs256_no_iss")),
             Err(AuthFailure::WrongIssuer)
         );
     }
@@ -966,13 +971,13 @@ mod tests {
     #[test]
     fn audience_is_checked_only_when_configured() {
         let v = hs(Algorithm::HS256);
-        assert_eq!(v.verify(&token("hs256_wrong_aud")), Ok("alice".into()));
+        assert_eq!(v.verify(token("hs256_wrong_aud")), Ok("alice".into()));
         let mut s = settings(&[Algorithm::HS256], KeySource::Secret(secret()));
         s.audience = Some("colorgate".into());
         let v = JwtVerifier::new(s).unwrap();
-        assert_eq!(v.verify(&token("hs256_valid")), Ok("alice".into()));
+        assert_eq!(v.verify(token("hs256_valid")), Ok("alice".into()));
         assert_eq!(
-            v.verify(&token("hs256_wrong_aud")),
+            v.verify(token("hs256_wrong_aud")),
             Err(AuthFailure::WrongAudience)
         );
         let no_aud = hs256_with(json!({"user_id": "a", "exp": now() + 60}));
@@ -984,8 +989,8 @@ mod tests {
         let mut s = settings(&[Algorithm::HS256], KeySource::Secret(secret()));
         s.require_exp = false;
         let v = JwtVerifier::new(s).unwrap();
-        assert_eq!(v.verify(&token("hs256_no_exp")), Ok("alice".into()));
-        assert_eq!(v.verify(&token("hs256_expired")), Err(AuthFailure::Expired));
+        assert_eq!(v.verify(token("hs256_no_exp")), Ok("alice".into()));
+        assert_eq!(v.verify(token("hs256_expired")), Err(AuthFailure::Expired));
     }
 
     #[test]
@@ -995,15 +1000,15 @@ mod tests {
         let v = JwtVerifier::new(s).unwrap();
         let t = now();
         assert_eq!(
-            v.verify(&hs256_with(json!({"user_id": "a", "exp": t - 10}))),
+            v.verify(hs256_with(json!({"user_id": "a", "exp": t - 10}))),
             Ok("a".into())
         );
         assert_eq!(
-            v.verify(&hs256_with(json!({"user_id": "a", "exp": t - 60}))),
+            v.verify(hs256_with(json!({"user_id": "a", "exp": t - 60}))),
             Err(AuthFailure::Expired)
         );
         assert_eq!(
-            v.verify(&hs256_with(
+            v.verify(hs256_with(
                 json!({"user_id": "a", "exp": t + 99, "nbf": t + 10})
             )),
             Ok("a".into())
@@ -1013,7 +1018,7 @@ mod tests {
         // Without leeway the 10-seconds-expired token fails.
         let strict = hs(Algorithm::HS256);
         assert_eq!(
-            strict.verify(&hs256_with(json!({"user_id": "a", "exp": t - 10}))),
+            strict.verify(hs256_with(json!({"user_id": "a", "exp": t - 10}))),
             Err(AuthFailure::Expired)
         );
     }
@@ -1021,7 +1026,7 @@ mod tests {
     #[test]
     fn user_claim_accepts_strings_and_integers_only() {
         let v = hs(Algorithm::HS256);
-        assert_eq!(v.verify(&token("hs256_numeric_user")), Ok("42".into()));
+        assert_eq!(v.verify(token("hs256_numeric_user")), Ok("42".into()));
         let exp = now() + 60;
         for bad in [
             json!(""),
@@ -1052,11 +1057,11 @@ mod tests {
         s.user_claim = "sub".into();
         let v = JwtVerifier::new(s).unwrap();
         assert_eq!(
-            v.verify(&token("hs256_valid")),
+            v.verify(token("hs256_valid")),
             Err(AuthFailure::MissingUser)
         );
         assert_eq!(
-            v.verify(&hs256_with(json!({"sub": "dave", "exp": now() + 60}))),
+            v.verify(hs256_with(json!({"sub": "dave", "exp": now() + 60}))),
             Ok("dave".into())
         );
     }
@@ -1082,20 +1087,20 @@ mod tests {
     #[test]
     fn jwks_rotation_selects_key_by_kid() {
         let v = JwtVerifier::new(jwks()).unwrap();
-        assert_eq!(v.verify(&token("jwks_2024-a")), Ok("alice".into()));
-        assert_eq!(v.verify(&token("jwks_2025-b")), Ok("alice".into()));
+        assert_eq!(v.verify(token("jwks_2024-a")), Ok("alice".into()));
+        assert_eq!(v.verify(token("jwks_2025-b")), Ok("alice".into()));
         assert_eq!(
-            v.verify(&token("jwks_unknown_kid")),
+            v.verify(token("jwks_unknown_kid")),
             Err(AuthFailure::Invalid)
         );
         assert_eq!(
-            v.verify(&token("jwks_kid_mismatch")),
+            v.verify(token("jwks_kid_mismatch")),
             Err(AuthFailure::Invalid)
         );
         // Two keys: a token has to say which one.
-        assert_eq!(v.verify(&token("jwks_no_kid")), Err(AuthFailure::Invalid));
+        assert_eq!(v.verify(token("jwks_no_kid")), Err(AuthFailure::Invalid));
         assert_eq!(
-            v.verify(&token("confusion_hs256_rsa_pubkey")),
+            v.verify(token("confusion_hs256_rsa_pubkey")),
             Err(AuthFailure::Invalid)
         );
     }
@@ -1128,9 +1133,9 @@ mod tests {
             KeySource::Jwks(doc.to_string()),
         ))
         .unwrap();
-        assert_eq!(v.verify(&token("jwks_no_kid")), Ok("alice".into()));
-        assert_eq!(v.verify(&token("jwks_2024-a")), Ok("alice".into()));
-        assert_eq!(v.verify(&token("jwks_2025-b")), Err(AuthFailure::Invalid));
+        assert_eq!(v.verify(token("jwks_no_kid")), Ok("alice".into()));
+        assert_eq!(v.verify(token("jwks_2024-a")), Ok("alice".into()));
+        assert_eq!(v.verify(token("jwks_2025-b")), Err(AuthFailure::Invalid));
     }
 
     #[test]
@@ -1257,7 +1262,7 @@ mod tests {
             assert!(v.issue(bad_user, 60, &[]).is_err(), "{bad_user:?}");
         }
         assert_eq!(
-            v.verify(&v.issue("名前 with inner spaces", 60, &[]).unwrap()),
+            v.verify(v.issue("名前 with inner spaces", 60, &[]).unwrap()),
             Ok("名前 with inner spaces".into())
         );
         assert_eq!(
@@ -1269,7 +1274,7 @@ mod tests {
     #[test]
     fn bearer_header_parsing() {
         fn ok(h: &str) -> Result<&str, AuthFailure> {
-            bearer_token(Some(h.as_bytes()))
+            bearer_token(Some(h.as_bytes())).map(|t| std::str::from_utf8(t).unwrap())
         }
         assert_eq!(bearer_token(None), Err(AuthFailure::Missing));
         assert_eq!(ok("Bearer a.b.c"), Ok("a.b.c"));

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 /// Keys are whole tokens, a few hundred bytes, hashed on every request:
 /// foldhash costs a fraction of SipHash there. Only tokens that verified are
 /// stored, so a client cannot choose keys to collide.
-type Tokens = HashMap<Box<str>, Verified, foldhash::fast::RandomState>;
+type Tokens = HashMap<Box<[u8]>, Verified, foldhash::fast::RandomState>;
 
 const SHARDS: usize = 8;
 /// Per shard; 8 × 2048 tokens of a few hundred bytes: well under 10 MB.
@@ -56,19 +56,18 @@ impl TokenCache {
         }
     }
 
-    fn shard(&self, token: &str) -> &Mutex<Tokens> {
+    fn shard(&self, token: &[u8]) -> &Mutex<Tokens> {
         // The signature's last bytes are as good as random; FNV-1a over a
         // few of them spreads tokens evenly (a single base64 character of an
         // ES256 signature would not: its last one takes only 4 values).
-        let b = token.as_bytes();
-        let tail = &b[b.len().saturating_sub(12)..];
+        let tail = &token[token.len().saturating_sub(12)..];
         let h = tail.iter().fold(0x811c_9dc5_u32, |h, &c| {
             (h ^ u32::from(c)).wrapping_mul(0x0100_0193)
         });
         &self.shards[h as usize % SHARDS]
     }
 
-    pub fn get(&self, token: &str, now: u64) -> Cached {
+    pub fn get(&self, token: &[u8], now: u64) -> Cached {
         let mut map = self.shard(token).lock().unwrap_or_else(|p| p.into_inner());
         let Some(v) = map.get(token) else {
             return Cached::Miss;
@@ -89,7 +88,7 @@ impl TokenCache {
         Cached::User(v.user.clone())
     }
 
-    pub fn insert(&self, token: &str, user: &str, exp: Option<u64>, nbf: Option<u64>) {
+    pub fn insert(&self, token: &[u8], user: &str, exp: Option<u64>, nbf: Option<u64>) {
         let mut map = self.shard(token).lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= PER_SHARD {
             map.clear();
@@ -123,13 +122,13 @@ mod tests {
     #[test]
     fn a_verified_token_is_found_until_it_expires_past_the_leeway() {
         let c = TokenCache::new(30);
-        assert_eq!(c.get("a.b.c", 1000), Cached::Miss);
-        c.insert("a.b.c", "alice", Some(1000), None);
-        assert_eq!(c.get("a.b.c", 1000), Cached::User("alice".into()));
-        assert_eq!(c.get("a.b.c", 1030), Cached::User("alice".into()));
-        assert_eq!(c.get("a.b.c", 1031), Cached::Expired);
+        assert_eq!(c.get(b"a.b.c", 1000), Cached::Miss);
+        c.insert(b"a.b.c", "alice", Some(1000), None);
+        assert_eq!(c.get(b"a.b.c", 1000), Cached::User("alice".into()));
+        assert_eq!(c.get(b"a.b.c", 1030), Cached::User("alice".into()));
+        assert_eq!(c.get(b"a.b.c", 1031), Cached::Expired);
         assert_eq!(
-            c.get("a.b.c", 1000),
+            c.get(b"a.b.c", 1000),
             Cached::Miss,
             "an expired entry is dropped"
         );
@@ -138,16 +137,16 @@ mod tests {
     #[test]
     fn only_the_exact_token_matches() {
         let c = TokenCache::new(0);
-        c.insert("a.b.c", "alice", None, None);
-        assert_eq!(c.get("a.b.d", 0), Cached::Miss);
-        assert_eq!(c.get("a.b.c ", 0), Cached::Miss);
+        c.insert(b"a.b.c", "alice", None, None);
+        assert_eq!(c.get(b"a.b.d", 0), Cached::Miss);
+        assert_eq!(c.get(b"a.b.c ", 0), Cached::Miss);
     }
 
     #[test]
     fn memory_is_bounded_whatever_the_number_of_tokens() {
         let c = TokenCache::new(0);
         for i in 0..100_000 {
-            c.insert(&format!("tok{i}"), "u", None, None);
+            c.insert(format!("tok{i}").as_bytes(), "u", None, None);
         }
         assert!(c.len() <= SHARDS * PER_SHARD);
     }
@@ -158,7 +157,7 @@ mod tests {
         let used: std::collections::HashSet<_> = ["w", "A", "Q", "g"]
             .iter()
             .flat_map(|last| (0..64).map(move |i| format!("h.p.sig{i:02}xx{last}")))
-            .map(|t| c.shard(&t) as *const _ as usize)
+            .map(|t| c.shard(t.as_bytes()) as *const _ as usize)
             .collect();
         assert_eq!(used.len(), SHARDS);
     }
@@ -166,8 +165,8 @@ mod tests {
     #[test]
     fn a_clock_stepped_back_before_nbf_means_verify_again() {
         let c = TokenCache::new(0);
-        c.insert("t", "u", None, Some(500));
-        assert_eq!(c.get("t", 400), Cached::Miss);
-        assert_eq!(c.get("t", 500), Cached::User("u".into()));
+        c.insert(b"t", "u", None, Some(500));
+        assert_eq!(c.get(b"t", 400), Cached::Miss);
+        assert_eq!(c.get(b"t", 500), Cached::User("u".into()));
     }
 }
