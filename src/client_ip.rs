@@ -4,8 +4,14 @@
 //! trusted hops (nginx `real_ip_recursive on`), so the leftmost entry — the
 //! one any client can write — is used only when every hop after it is trusted.
 
-use crate::checks::allowlist::{canonical, IpSet};
+pub use crate::checks::allowlist::canonical;
+use crate::checks::allowlist::IpSet;
 use std::net::IpAddr;
+
+/// Whether `peer` is a trusted proxy, whose forwarding headers are read.
+pub fn is_trusted(peer: IpAddr, trusted: &IpSet) -> bool {
+    !trusted.is_empty() && trusted.contains(peer)
+}
 
 /// Find the client address from the peer and the headers it sent.
 pub fn resolve(
@@ -15,7 +21,7 @@ pub fn resolve(
     trusted: &IpSet,
 ) -> IpAddr {
     let peer = canonical(peer);
-    if trusted.is_empty() || !trusted.contains(peer) {
+    if !is_trusted(peer, trusted) {
         return peer;
     }
     // A chain that is present is walked even when it holds bytes that are

@@ -432,21 +432,26 @@ impl ProxyHttp for Proxy {
             .and_then(|a| a.as_inet())
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
         let sent = &s.req_header().headers;
-        // Every X-Forwarded-For line counts: a proxy may add its own line.
-        let xff = client_ip::joined_values(
-            sent.get_all(headers::X_FORWARDED_FOR.name())
-                .iter()
-                .map(|v| v.as_bytes()),
-        );
-        ctx.client_ip = Some(client_ip::resolve(
-            peer,
-            xff.as_deref(),
-            sent.get(headers::X_REAL_IP.name()).map(|v| v.as_bytes()),
-            &gw.trusted_proxies,
-        ));
-        let trusted_peer = !gw.trusted_proxies.is_empty() && gw.trusted_proxies.contains(peer);
-        ctx.request_id = match sent.get(headers::X_REQUEST_ID.name()) {
-            Some(v) if trusted_peer && respond::acceptable_request_id(v.as_bytes()) => {
+        // What a peer says about the client is read only from a trusted proxy.
+        let trusted_peer = client_ip::is_trusted(peer, &gw.trusted_proxies);
+        ctx.client_ip = Some(if trusted_peer {
+            // Every X-Forwarded-For line counts: a proxy may add its own line.
+            let xff = client_ip::joined_values(
+                sent.get_all(headers::X_FORWARDED_FOR.name())
+                    .iter()
+                    .map(|v| v.as_bytes()),
+            );
+            client_ip::resolve(
+                peer,
+                xff.as_deref(),
+                sent.get(headers::X_REAL_IP.name()).map(|v| v.as_bytes()),
+                &gw.trusted_proxies,
+            )
+        } else {
+            client_ip::canonical(peer)
+        });
+        ctx.request_id = match trusted_peer.then(|| sent.get(headers::X_REQUEST_ID.name())) {
+            Some(Some(v)) if respond::acceptable_request_id(v.as_bytes()) => {
                 String::from_utf8_lossy(v.as_bytes()).into_owned()
             }
             _ => respond::new_request_id(),
@@ -536,17 +541,17 @@ impl ProxyHttp for Proxy {
         let peer = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         let ip = ctx.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let xff = peer.map(|p| {
-            client_ip::forwarded_for(
-                p,
+            let trusted = &ctx.gw.trusted_proxies;
+            // The chain received is extended only for a trusted proxy.
+            let received = client_ip::is_trusted(p, trusted).then(|| {
                 client_ip::joined_values(
                     req.headers
                         .get_all(headers::X_FORWARDED_FOR.name())
                         .iter()
                         .map(|v| v.as_bytes()),
                 )
-                .as_deref(),
-                &ctx.gw.trusted_proxies,
-            )
+            });
+            client_ip::forwarded_for(p, received.flatten().as_deref(), trusted)
         });
         req.insert_header(&headers::X_REAL_IP, crate::json::ip_text(ip))?;
         if let Some(xff) = xff {
