@@ -84,10 +84,15 @@ pub fn push_padded(out: &mut String, n: u64, width: usize) {
 /// Append a duration in seconds with millisecond precision (`0.812`), as
 /// nginx logs `$request_time`; rounded to the nearest millisecond.
 pub fn push_secs_millis(out: &mut String, d: std::time::Duration) {
-    let ms = (d.as_nanos() + 500_000) / 1_000_000;
-    push_u64(out, (ms / 1000) as u64);
+    // In u64, not `as_nanos()`'s u128, whose division is a library call
+    // (twice per log line). The rounding may carry into the next second.
+    let ms = d
+        .as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from((d.subsec_nanos() + 500_000) / 1_000_000));
+    push_u64(out, ms / 1000);
     out.push('.');
-    push_padded(out, (ms % 1000) as u64, 3);
+    push_padded(out, ms % 1000, 3);
 }
 
 /// Append an IP address as a JSON string.
@@ -188,6 +193,8 @@ mod tests {
             (500_000, "0.001"),
             (812_000_000, "0.812"),
             (61_999_600_000, "62.000"),
+            (1_999_499_999, "1.999"),
+            (3_000_499_999, "3.000"),
         ] {
             let mut out = String::new();
             push_secs_millis(&mut out, std::time::Duration::from_nanos(nanos));
