@@ -450,8 +450,9 @@ impl ProxyHttp for Proxy {
         } else {
             client_ip::canonical(peer)
         });
-        ctx.request_id = match trusted_peer.then(|| sent.get(headers::X_REQUEST_ID.name())) {
-            Some(Some(v)) if respond::acceptable_request_id(v.as_bytes()) => {
+        let sent_id = trusted_peer.then(|| sent.get(headers::X_REQUEST_ID.name()));
+        ctx.request_id = match sent_id.flatten() {
+            Some(v) if respond::acceptable_request_id(v.as_bytes()) => {
                 String::from_utf8_lossy(v.as_bytes()).into_owned()
             }
             _ => respond::new_request_id(),
