@@ -24,9 +24,7 @@
 
 use bytes::BufMut;
 use http::header::{AsHeaderName, HeaderName, HeaderValue};
-use http::request::Builder as ReqBuilder;
 use http::request::Parts as ReqParts;
-use http::response::Builder as RespBuilder;
 use http::response::Parts as RespParts;
 use http::uri::Uri;
 use pingora_error::{ErrorType::*, OkOrErr, OrErr, Result};
@@ -205,7 +203,8 @@ impl Deref for RequestHeader {
 
 impl RequestHeader {
     fn new_no_case(size_hint: Option<usize>) -> Self {
-        let mut base = ReqBuilder::new().body(()).unwrap().into_parts().0;
+        // colorgate patch 18: the default parts without the builder.
+        let mut base = http::Request::new(()).into_parts().0;
         base.headers.reserve(http_header_map_upper_bound(size_hint));
         RequestHeader {
             base,
@@ -569,7 +568,8 @@ impl ResponseHeader {
     }
 
     fn new_no_case(size_hint: Option<usize>) -> Self {
-        let mut base = RespBuilder::new().body(()).unwrap().into_parts().0;
+        // colorgate patch 18: the default parts without the builder.
+        let mut base = http::Response::new(()).into_parts().0;
         base.headers.reserve(http_header_map_upper_bound(size_hint));
         ResponseHeader {
             base,
@@ -852,28 +852,24 @@ fn parse_request_target(target: &[u8]) -> Result<ParsedRequestTarget> {
     })
 }
 
+// colorgate patch 18: the parts are copied field by field into the empty
+// parts of a `Request::new(())`. Through the builder, each field went
+// through `TryInto`, a `Result` and the default it replaced, about 700
+// instructions per clone; a proxied request clones its header once.
 fn clone_req_parts(me: &ReqParts) -> ReqParts {
-    let mut parts = ReqBuilder::new()
-        .method(me.method.clone())
-        .uri(me.uri.clone())
-        .version(me.version)
-        .body(())
-        .unwrap()
-        .into_parts()
-        .0;
+    let mut parts = http::Request::new(()).into_parts().0;
+    parts.method = me.method.clone();
+    parts.uri = me.uri.clone();
+    parts.version = me.version;
     parts.headers = me.headers.clone();
     parts.extensions = me.extensions.clone();
     parts
 }
 
 fn clone_resp_parts(me: &RespParts) -> RespParts {
-    let mut parts = RespBuilder::new()
-        .status(me.status)
-        .version(me.version)
-        .body(())
-        .unwrap()
-        .into_parts()
-        .0;
+    let mut parts = http::Response::new(()).into_parts().0;
+    parts.status = me.status;
+    parts.version = me.version;
     parts.headers = me.headers.clone();
     parts.extensions = me.extensions.clone();
     parts
@@ -1638,6 +1634,35 @@ mod tests {
             );
             assert!(req.raw_path_is_utf8());
         }
+    }
+
+    // colorgate patch 18: a clone copies every part, not the defaults.
+    #[test]
+    fn test_clones_copy_every_part() {
+        let mut req = RequestHeader::build("POST", b"/p?q=1", None).unwrap();
+        req.set_version(http::Version::HTTP_10);
+        req.insert_header("X-Custom", "a").unwrap();
+        req.extensions_mut().insert(7u32);
+        let cloned = req.clone();
+        assert_eq!(cloned.method, http::Method::POST);
+        assert_eq!(cloned.uri, req.uri);
+        assert_eq!(cloned.version, http::Version::HTTP_10);
+        assert_eq!(cloned.headers, req.headers);
+        assert_eq!(cloned.extensions.get::<u32>(), Some(&7));
+        // The spelling of names goes along.
+        let mut buf = vec![];
+        cloned.header_to_h1_wire(&mut buf);
+        assert_eq!(buf, b"X-Custom: a\r\n");
+
+        let mut resp = ResponseHeader::build(404, None).unwrap();
+        resp.set_version(http::Version::HTTP_10);
+        resp.insert_header("Server", "x").unwrap();
+        resp.extensions_mut().insert(9u32);
+        let cloned = resp.clone();
+        assert_eq!(cloned.status, http::StatusCode::NOT_FOUND);
+        assert_eq!(cloned.version, http::Version::HTTP_10);
+        assert_eq!(cloned.headers, resp.headers);
+        assert_eq!(cloned.extensions.get::<u32>(), Some(&9));
     }
 
     #[test]
