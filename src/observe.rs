@@ -105,7 +105,9 @@ fn line(s: &Session, r: &RequestRecord<'_>, status: u16) -> String {
         uri: req.uri.path_and_query().map_or("/", |p| p.as_str()),
         route: r.route,
         status,
-        bytes_sent: s.body_bytes_sent() as u64,
+        // nginx's $bytes_sent: header and body. HTTP/2 headers are
+        // compressed frames that Pingora does not count: body only there.
+        bytes_sent: (s.header_bytes_sent().unwrap_or(0) + s.body_bytes_sent()) as u64,
         bytes_received: header_len + r.bytes_received,
         request_time: r.start.elapsed(),
         upstream_addr: r.upstream_addr,

@@ -833,6 +833,15 @@ impl Session {
         }
     }
 
+    /// colorgate patch 19: response header bytes written downstream, for
+    /// HTTP/1 (`None` for HTTP/2 and the others, whose headers are frames).
+    pub fn header_bytes_sent(&self) -> Option<usize> {
+        match self {
+            Self::H1(s) => Some(s.header_bytes_sent()),
+            _ => None,
+        }
+    }
+
     /// Return how many request body bytes (application, not wire) already read from downstream
     pub fn body_bytes_read(&self) -> usize {
         match self {

@@ -95,6 +95,8 @@ pub struct HttpSession {
     body_write_buf: BytesMut,
     /// Track how many application (not on the wire) body bytes already sent
     body_bytes_sent: usize,
+    /// colorgate patch 19: response header bytes written (1xx included)
+    header_bytes_sent: usize,
     /// Track how many application (not on the wire) body bytes already read
     body_bytes_read: usize,
     /// Whether to update headers like connection, Date
@@ -190,6 +192,7 @@ impl HttpSession {
             write_timeout: None,
             total_drain_timeout: None,
             body_bytes_sent: 0,
+            header_bytes_sent: 0,
             body_bytes_read: 0,
             retry_buffer: None,
             upgraded: false,
@@ -664,6 +667,7 @@ impl HttpSession {
 
         match self.underlying_stream.write_all(&write_buf).await {
             Ok(()) => {
+                self.header_bytes_sent += write_buf.len();
                 // flush the stream if 1xx header or there is no response body
                 if flush || self.body_writer.finished() {
                     self.underlying_stream
@@ -1101,6 +1105,13 @@ impl HttpSession {
     /// Return how many response body bytes (application, not wire) already sent downstream
     pub fn body_bytes_sent(&self) -> usize {
         self.body_bytes_sent
+    }
+
+    /// colorgate patch 19: how many bytes of response headers (informational
+    /// ones included) were written downstream, as they went on the wire.
+    /// With [`Self::body_bytes_sent`] this is nginx's `$bytes_sent`.
+    pub fn header_bytes_sent(&self) -> usize {
+        self.header_bytes_sent
     }
 
     /// Return how many request body bytes (application, not wire) already read from downstream
@@ -1626,12 +1637,13 @@ impl HttpSession {
             if let Some(ref writer_state) = self.proxy_task_state.current_writer {
                 match writer_state {
                     ProxyTaskWriter::WritingHeader(_, _) => {
-                        let _bytes_written = self
+                        let bytes_written = self
                             .proxy_task_state
                             .header_writer()
                             .write_current_header_task(&mut self.underlying_stream)
                             .await
                             .map_err(|e| e.into_down())?;
+                        self.header_bytes_sent += bytes_written;
                     }
                     ProxyTaskWriter::WritingBody(_) => {
                         let written = self
