@@ -450,18 +450,13 @@ fn an_untrusted_clients_request_id_is_not_logged_as_the_request_id() {
 /// nginx's `$bytes_sent` is: for a proxied answer and for a refusal.
 #[test]
 fn bytes_sent_is_the_header_and_the_body_as_they_went_on_the_wire() {
-    use std::io::{Read, Write};
     let upstream = Upstream::start();
     let gw = config(&upstream).start();
 
     let mut received = HashMap::new();
     for (path, status) in [("/x", " 200 "), ("/a/../../x", " 400 ")] {
-        let mut c = std::net::TcpStream::connect(("127.0.0.1", gw.port())).unwrap();
-        c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         let req = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
-        c.write_all(req.as_bytes()).unwrap();
-        let mut raw = Vec::new();
-        c.read_to_end(&mut raw).unwrap();
+        let raw = gw.raw_answer(req.as_bytes());
         let text = String::from_utf8_lossy(&raw);
         assert!(
             text.starts_with("HTTP/1.1") && text.contains(status),

@@ -116,13 +116,7 @@ fn header_names_go_through_spelled_as_they_came() {
 /// The bytes of the gateway's answer to `request` (which asks it to close),
 /// header names spelled as they were sent.
 fn answer_as_sent(gw: &common::Gateway, request: &str) -> String {
-    use std::io::{Read, Write};
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", gw.port())).unwrap();
-    c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    c.write_all(request.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    let _ = c.read_to_end(&mut raw);
-    String::from_utf8_lossy(&raw).into_owned()
+    String::from_utf8_lossy(&gw.raw_answer(request.as_bytes())).into_owned()
 }
 
 #[test]

@@ -341,6 +341,10 @@ impl Gateway {
     pub fn raw(&self, bytes: &[u8]) -> Response {
         http::raw(self.port(), bytes)
     }
+    /// Every byte of the answer to `bytes`, as it came (see [`http::raw_answer`]).
+    pub fn raw_answer(&self, bytes: &[u8]) -> Vec<u8> {
+        http::raw_answer(self.port(), bytes)
+    }
     pub fn conn(&self) -> Conn {
         Conn::open(self.port())
     }

@@ -232,6 +232,18 @@ pub fn raw(port: u16, bytes: &[u8]) -> Response {
     Conn::open(port).send_raw(bytes)
 }
 
+/// Hand-written bytes on a fresh connection; returns every byte of the
+/// answer, as it came, until the gateway closes (ask it to: `Connection: close`)
+/// or resets the connection (what came before the reset is kept).
+pub fn raw_answer(port: u16, bytes: &[u8]) -> Vec<u8> {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    c.write_all(bytes).unwrap();
+    let mut raw = Vec::new();
+    let _ = c.read_to_end(&mut raw);
+    raw
+}
+
 /// A keep-alive connection: several requests, one response read per request.
 pub struct Conn {
     port: u16,
