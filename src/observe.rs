@@ -92,9 +92,19 @@ fn line(s: &Session, r: &RequestRecord<'_>, status: u16) -> String {
         HttpSession::H1(h1) => h1.get_headers_raw_bytes().len() as u64,
         _ => 0,
     };
+    // One pass over the names says which of the three logged headers were
+    // sent at all (most requests carry few of them); only those are looked up.
+    let xff_name = crate::headers::X_FORWARDED_FOR.name();
+    let (mut has_referer, mut has_user_agent, mut has_xff) = (false, false, false);
+    for name in req.headers.keys() {
+        has_referer |= name == http::header::REFERER;
+        has_user_agent |= name == http::header::USER_AGENT;
+        has_xff |= name == xff_name;
+    }
     // Every line of a repeated header, as nginx 1.23+ logs them.
-    let header = |name: &http::HeaderName| {
-        crate::client_ip::joined_values(req.headers.get_all(name).iter().map(|v| v.as_bytes()))
+    let header = |sent: bool, name: &http::HeaderName| {
+        let lines = || req.headers.get_all(name).iter().map(|v| v.as_bytes());
+        sent.then(|| crate::client_ip::joined_values(lines()))?
     };
     let fields = LogLine {
         time: SystemTime::now(),
@@ -116,9 +126,9 @@ fn line(s: &Session, r: &RequestRecord<'_>, status: u16) -> String {
         user_id: r.user,
         auth: r.auth,
         deny: r.deny,
-        referer: header(&http::header::REFERER),
-        user_agent: header(&http::header::USER_AGENT),
-        x_forwarded_for: header(crate::headers::X_FORWARDED_FOR.name()),
+        referer: header(has_referer, &http::header::REFERER),
+        user_agent: header(has_user_agent, &http::header::USER_AGENT),
+        x_forwarded_for: header(has_xff, xff_name),
     };
     let mut o = String::with_capacity(512);
     fields.write_json(&mut o);
