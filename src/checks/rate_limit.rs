@@ -119,7 +119,14 @@ impl Node {
             None if self.last - now_ms > 60_000 => 1,
             None => 0,
         };
-        let e = i128::from(self.excess) - spec.rate_i() * i128::from(ms) / 1000 + 1000;
+        // rate*ms/1000 in u64 whenever it fits (real rates and gaps always
+        // do): an i128 division is a library call, on every check of every zone.
+        let rate = spec.rate.max(1);
+        let drained = match rate.checked_mul(ms) {
+            Some(p) => i128::from(p / 1000),
+            None => i128::from(rate) * i128::from(ms) / 1000,
+        };
+        let e = i128::from(self.excess) - drained + 1000;
         (ms, i64::try_from(e.max(0)).unwrap_or(i64::MAX))
     }
 
@@ -503,6 +510,22 @@ mod tests {
                 check(&[(&z, &i.to_le_bytes())], u64::from(i));
             }
             assert!(z.len() <= max_keys, "{} > {max_keys}", z.len());
+        }
+    }
+
+    #[test]
+    fn decay_is_the_same_whether_rate_times_gap_fits_in_u64_or_not() {
+        let rate = u64::MAX / 1000;
+        let spec = ZoneSpec::new(rate, 0, NODELAY);
+        let node = Node {
+            excess: i64::MAX,
+            last: 0,
+        };
+        // 1000 ms fits in u64 (exactly at the edge), 1001 does not.
+        for ms in [0, 1, 999, 1000, 1001, 5000, u64::MAX] {
+            let want = i128::from(node.excess) - i128::from(rate) * i128::from(ms) / 1000 + 1000;
+            let want = i64::try_from(want.max(0)).unwrap_or(i64::MAX);
+            assert_eq!(node.decay(ms, &spec), (ms, want), "ms {ms}");
         }
     }
 
