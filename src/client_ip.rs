@@ -76,6 +76,14 @@ pub fn joined_values<'a>(
     Some(std::borrow::Cow::Owned(joined))
 }
 
+/// Every line of header `name` in `headers`, as one list ([`joined_values`]).
+pub fn all_lines<'a>(
+    headers: &'a http::HeaderMap,
+    name: &http::HeaderName,
+) -> Option<std::borrow::Cow<'a, [u8]>> {
+    joined_values(headers.get_all(name).iter().map(|v| v.as_bytes()))
+}
+
 /// The `X-Forwarded-For` sent upstream: the received chain plus the peer
 /// when the peer is trusted, otherwise just the peer.
 pub fn forwarded_for(peer: IpAddr, received: Option<&[u8]>, trusted: &IpSet) -> String {

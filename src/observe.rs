@@ -103,8 +103,11 @@ fn line(s: &Session, r: &RequestRecord<'_>, status: u16) -> String {
     }
     // Every line of a repeated header, as nginx 1.23+ logs them.
     let header = |sent: bool, name: &http::HeaderName| {
-        let lines = || req.headers.get_all(name).iter().map(|v| v.as_bytes());
-        sent.then(|| crate::client_ip::joined_values(lines()))?
+        if sent {
+            crate::client_ip::all_lines(&req.headers, name)
+        } else {
+            None
+        }
     };
     let fields = LogLine {
         time: SystemTime::now(),

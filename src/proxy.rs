@@ -436,11 +436,7 @@ impl ProxyHttp for Proxy {
         let trusted_peer = client_ip::is_trusted(peer, &gw.trusted_proxies);
         ctx.client_ip = Some(if trusted_peer {
             // Every X-Forwarded-For line counts: a proxy may add its own line.
-            let xff = client_ip::joined_values(
-                sent.get_all(headers::X_FORWARDED_FOR.name())
-                    .iter()
-                    .map(|v| v.as_bytes()),
-            );
+            let xff = client_ip::all_lines(sent, headers::X_FORWARDED_FOR.name());
             client_ip::resolve(
                 peer,
                 xff.as_deref(),
@@ -544,15 +540,10 @@ impl ProxyHttp for Proxy {
         let xff = peer.map(|p| {
             let trusted = &ctx.gw.trusted_proxies;
             // The chain received is extended only for a trusted proxy.
-            let received = client_ip::is_trusted(p, trusted).then(|| {
-                client_ip::joined_values(
-                    req.headers
-                        .get_all(headers::X_FORWARDED_FOR.name())
-                        .iter()
-                        .map(|v| v.as_bytes()),
-                )
-            });
-            client_ip::forwarded_for(p, received.flatten().as_deref(), trusted)
+            let received = client_ip::is_trusted(p, trusted)
+                .then(|| client_ip::all_lines(&req.headers, headers::X_FORWARDED_FOR.name()))
+                .flatten();
+            client_ip::forwarded_for(p, received.as_deref(), trusted)
         });
         req.insert_header(&headers::X_REAL_IP, crate::json::ip_text(ip))?;
         if let Some(xff) = xff {

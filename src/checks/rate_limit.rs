@@ -124,7 +124,7 @@ impl Node {
         let rate = spec.rate.max(1);
         let drained = match rate.checked_mul(ms) {
             Some(p) => i128::from(p / 1000),
-            None => i128::from(rate) * i128::from(ms) / 1000,
+            None => spec.rate_i() * i128::from(ms) / 1000,
         };
         let e = i128::from(self.excess) - drained + 1000;
         (ms, i64::try_from(e.max(0)).unwrap_or(i64::MAX))
