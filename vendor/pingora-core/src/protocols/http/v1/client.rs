@@ -630,7 +630,9 @@ impl HttpSession {
     /// it's behavior is different on different platforms.
     /// https://developer.mozilla.org/en-US/docs/Web/HTTP/Headers/Keep-Alive
     fn get_keepalive_values(&self) -> (Option<u64>, Option<usize>) {
-        let Some(keep_alive_header) = self.get_header("Keep-Alive") else {
+        // colorgate patch: a name given as text is parsed on every lookup.
+        const KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
+        let Some(keep_alive_header) = self.get_header(KEEP_ALIVE) else {
             return (None, None);
         };
 
