@@ -476,6 +476,7 @@ fn hop_by_hop_headers_stop_at_the_gateway_one_by_one() {
         ("Proxy-Authorization", "Basic YTpi"),
         ("Proxy-Authenticate", "Basic"),
         ("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+        ("Upgrade", "h2c"),
     ];
     for (i, (name, value)) in hop_by_hop.iter().enumerate() {
         let path = format!("/hop/{i}");
