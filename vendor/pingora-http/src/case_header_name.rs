@@ -42,13 +42,17 @@ pub trait IntoCaseHeaderName {
     /// is not a valid header name. By default the case-preserved bytes are
     /// parsed (and a name outside `http`'s standard set allocated) on every
     /// insert; a [`CaseHeader`] was parsed once, when it was made.
-    fn into_header_names(self) -> Option<(HeaderName, CaseHeaderName)>
+    ///
+    /// The spelling is `None` when it is known to be the default one
+    /// ([`default_case`]): a header set that has kept no spelling yet then
+    /// need not compare it, and one that has makes it only then.
+    fn into_header_names(self) -> Option<(HeaderName, Option<CaseHeaderName>)>
     where
         Self: Sized,
     {
         let case = self.into_case_header_name();
         let name = HeaderName::from_bytes(case.as_slice()).ok()?;
-        Some((name, case))
+        Some((name, Some(case)))
     }
 }
 
@@ -58,6 +62,9 @@ pub trait IntoCaseHeaderName {
 pub struct CaseHeader {
     name: HeaderName,
     case: CaseHeaderName,
+    /// Whether `case` is the default spelling, found out on first use (a
+    /// `const` constructor cannot tell a standard name from another).
+    default: std::sync::OnceLock<bool>,
 }
 
 impl CaseHeader {
@@ -66,6 +73,7 @@ impl CaseHeader {
         CaseHeader {
             name: HeaderName::from_static(name),
             case: CaseHeaderName(Bytes::from_static(name.as_bytes())),
+            default: std::sync::OnceLock::new(),
         }
     }
 
@@ -85,6 +93,7 @@ impl CaseHeader {
         CaseHeader {
             name: HeaderName::from_static(name),
             case: CaseHeaderName(Bytes::from_static(spelled.as_bytes())),
+            default: std::sync::OnceLock::new(),
         }
     }
 
@@ -93,6 +102,7 @@ impl CaseHeader {
         Some(CaseHeader {
             name: HeaderName::from_bytes(name.as_bytes()).ok()?,
             case: CaseHeaderName(Bytes::copy_from_slice(name.as_bytes())),
+            default: std::sync::OnceLock::new(),
         })
     }
 
@@ -107,8 +117,11 @@ impl IntoCaseHeaderName for &CaseHeader {
         self.case.clone()
     }
 
-    fn into_header_names(self) -> Option<(HeaderName, CaseHeaderName)> {
-        Some((self.name.clone(), self.case.clone()))
+    fn into_header_names(self) -> Option<(HeaderName, Option<CaseHeaderName>)> {
+        let default = *self
+            .default
+            .get_or_init(|| self.case.as_slice() == default_case(&self.name).as_bytes());
+        Some((self.name.clone(), (!default).then(|| self.case.clone())))
     }
 }
 
@@ -134,11 +147,23 @@ impl IntoCaseHeaderName for HeaderName {
     fn into_case_header_name(self) -> CaseHeaderName {
         CaseHeaderName(titled_header_name(&self))
     }
+
+    // colorgate patch: the name is already parsed (the default would parse
+    // its spelling again, and allocate a name outside the standard set), and
+    // it is sent in the default spelling.
+    fn into_header_names(self) -> Option<(HeaderName, Option<CaseHeaderName>)> {
+        Some((self, None))
+    }
 }
 
 impl IntoCaseHeaderName for &HeaderName {
     fn into_case_header_name(self) -> CaseHeaderName {
         CaseHeaderName(titled_header_name(self))
+    }
+
+    // colorgate patch: see `HeaderName`'s.
+    fn into_header_names(self) -> Option<(HeaderName, Option<CaseHeaderName>)> {
+        Some((self.clone(), None))
     }
 }
 
@@ -163,146 +188,202 @@ fn titled_header_name(header_name: &HeaderName) -> Bytes {
 /// this (see `CaseNames` in lib.rs): `User-Agent` and `Authorization` are
 /// what clients send.
 pub(crate) fn titled_header_name_str(header_name: &HeaderName) -> Option<&'static str> {
+    use http::header;
     // Keyed by length and first byte, so any name costs a jump and at most
     // a couple of compares: this runs for every header of every message.
+    // The compares are of parsed names (a standard name is its index in
+    // `http`'s table), not of their text, which took a `memcmp` call each.
     let name = header_name.as_str();
     let first = *name.as_bytes().first()?;
     let (lower, titled) = match (name.len(), first) {
-        (2, b't') => ("te", "TE"),
-        (3, b'a') => ("age", "Age"),
-        (3, b'd') => ("dnt", "DNT"),
-        (3, b'v') => ("via", "Via"),
-        (4, b'd') => ("date", "Date"),
-        (4, b'e') => ("etag", "ETag"),
-        (4, b'f') => ("from", "From"),
-        (4, b'h') => ("host", "Host"),
-        (4, b'l') => ("link", "Link"),
-        (4, b'v') => ("vary", "Vary"),
-        (5, b'a') => ("allow", "Allow"),
-        (5, b'r') => ("range", "Range"),
-        (6, b'a') => ("accept", "Accept"),
-        (6, b'c') => ("cookie", "Cookie"),
-        (6, b'e') => ("expect", "Expect"),
-        (6, b'o') => ("origin", "Origin"),
-        (6, b'p') => ("pragma", "Pragma"),
-        (6, b's') => ("server", "Server"),
-        (7, b'a') => ("alt-svc", "Alt-Svc"),
-        (7, b'e') => ("expires", "Expires"),
-        (7, b'r') => match name {
-            "referer" => ("referer", "Referer"),
-            "refresh" => ("refresh", "Refresh"),
-            _ => return None,
-        },
-        (7, b't') => ("trailer", "Trailer"),
-        (7, b'u') => ("upgrade", "Upgrade"),
-        (7, b'w') => ("warning", "Warning"),
-        (8, b'i') => match name {
-            "if-match" => ("if-match", "If-Match"),
-            "if-range" => ("if-range", "If-Range"),
-            _ => return None,
-        },
-        (8, b'l') => ("location", "Location"),
-        (9, b'f') => ("forwarded", "Forwarded"),
-        (10, b'c') => ("connection", "Connection"),
-        (10, b's') => ("set-cookie", "Set-Cookie"),
-        (10, b'u') => ("user-agent", "User-Agent"),
-        (11, b'r') => ("retry-after", "Retry-After"),
-        (12, b'c') => match name {
-            "cache-status" => ("cache-status", "Cache-Status"),
-            "content-type" => ("content-type", "Content-Type"),
-            _ => return None,
-        },
-        (12, b'm') => ("max-forwards", "Max-Forwards"),
-        (13, b'a') => match name {
-            "accept-ranges" => ("accept-ranges", "Accept-Ranges"),
-            "authorization" => ("authorization", "Authorization"),
-            _ => return None,
-        },
-        (13, b'c') => match name {
-            "cache-control" => ("cache-control", "Cache-Control"),
-            "content-range" => ("content-range", "Content-Range"),
-            _ => return None,
-        },
-        (13, b'i') => ("if-none-match", "If-None-Match"),
-        (13, b'l') => ("last-modified", "Last-Modified"),
-        (14, b'a') => ("accept-charset", "Accept-Charset"),
-        (14, b'c') => ("content-length", "Content-Length"),
-        (15, b'a') => match name {
-            "accept-encoding" => ("accept-encoding", "Accept-Encoding"),
-            "accept-language" => ("accept-language", "Accept-Language"),
-            _ => return None,
-        },
-        (15, b'p') => ("public-key-pins", "Public-Key-Pins"),
-        (15, b'r') => ("referrer-policy", "Referrer-Policy"),
-        (15, b'x') => ("x-frame-options", "X-Frame-Options"),
-        (16, b'c') => match name {
-            "content-encoding" => ("content-encoding", "Content-Encoding"),
-            "content-language" => ("content-language", "Content-Language"),
-            "content-location" => ("content-location", "Content-Location"),
-            _ => return None,
-        },
-        (16, b'w') => ("www-authenticate", "WWW-Authenticate"),
-        (16, b'x') => ("x-xss-protection", "X-XSS-Protection"),
-        (17, b'c') => ("cdn-cache-control", "CDN-Cache-Control"),
-        (17, b'i') => ("if-modified-since", "If-Modified-Since"),
-        (17, b's') => ("sec-websocket-key", "Sec-WebSocket-Key"),
-        (17, b't') => ("transfer-encoding", "Transfer-Encoding"),
-        (18, b'p') => ("proxy-authenticate", "Proxy-Authenticate"),
-        (19, b'c') => ("content-disposition", "Content-Disposition"),
-        (19, b'i') => ("if-unmodified-since", "If-Unmodified-Since"),
-        (19, b'p') => ("proxy-authorization", "Proxy-Authorization"),
-        (20, b's') => ("sec-websocket-accept", "Sec-WebSocket-Accept"),
-        (21, b's') => ("sec-websocket-version", "Sec-WebSocket-Version"),
-        (22, b'a') => ("access-control-max-age", "Access-Control-Max-Age"),
-        (22, b's') => ("sec-websocket-protocol", "Sec-WebSocket-Protocol"),
-        (22, b'x') => match name {
-            "x-content-type-options" => ("x-content-type-options", "X-Content-Type-Options"),
-            "x-dns-prefetch-control" => ("x-dns-prefetch-control", "X-DNS-Prefetch-Control"),
-            _ => return None,
-        },
-        (23, b'c') => ("content-security-policy", "Content-Security-Policy"),
-        (24, b's') => ("sec-websocket-extensions", "Sec-WebSocket-Extensions"),
-        (25, b's') => ("strict-transport-security", "Strict-Transport-Security"),
-        (25, b'u') => ("upgrade-insecure-requests", "Upgrade-Insecure-Requests"),
-        (27, b'a') => ("access-control-allow-origin", "Access-Control-Allow-Origin"),
-        (27, b'p') => ("public-key-pins-report-only", "Public-Key-Pins-Report-Only"),
-        (28, b'a') => match name {
-            "access-control-allow-headers" => (
-                "access-control-allow-headers",
-                "Access-Control-Allow-Headers",
-            ),
-            "access-control-allow-methods" => (
-                "access-control-allow-methods",
-                "Access-Control-Allow-Methods",
-            ),
-            _ => return None,
-        },
-        (29, b'a') => match name {
-            "access-control-expose-headers" => (
-                "access-control-expose-headers",
-                "Access-Control-Expose-Headers",
-            ),
-            "access-control-request-method" => (
-                "access-control-request-method",
-                "Access-Control-Request-Method",
-            ),
-            _ => return None,
-        },
+        (2, b't') => (header::TE, "TE"),
+        (3, b'a') => (header::AGE, "Age"),
+        (3, b'd') => (header::DNT, "DNT"),
+        (3, b'v') => (header::VIA, "Via"),
+        (4, b'd') => (header::DATE, "Date"),
+        (4, b'e') => (header::ETAG, "ETag"),
+        (4, b'f') => (header::FROM, "From"),
+        (4, b'h') => (header::HOST, "Host"),
+        (4, b'l') => (header::LINK, "Link"),
+        (4, b'v') => (header::VARY, "Vary"),
+        (5, b'a') => (header::ALLOW, "Allow"),
+        (5, b'r') => (header::RANGE, "Range"),
+        (6, b'a') => (header::ACCEPT, "Accept"),
+        (6, b'c') => (header::COOKIE, "Cookie"),
+        (6, b'e') => (header::EXPECT, "Expect"),
+        (6, b'o') => (header::ORIGIN, "Origin"),
+        (6, b'p') => (header::PRAGMA, "Pragma"),
+        (6, b's') => (header::SERVER, "Server"),
+        (7, b'a') => (header::ALT_SVC, "Alt-Svc"),
+        (7, b'e') => (header::EXPIRES, "Expires"),
+        (7, b'r') => {
+            if *header_name == header::REFERER {
+                (header::REFERER, "Referer")
+            } else if *header_name == header::REFRESH {
+                (header::REFRESH, "Refresh")
+            } else {
+                return None;
+            }
+        }
+        (7, b't') => (header::TRAILER, "Trailer"),
+        (7, b'u') => (header::UPGRADE, "Upgrade"),
+        (7, b'w') => (header::WARNING, "Warning"),
+        (8, b'i') => {
+            if *header_name == header::IF_MATCH {
+                (header::IF_MATCH, "If-Match")
+            } else if *header_name == header::IF_RANGE {
+                (header::IF_RANGE, "If-Range")
+            } else {
+                return None;
+            }
+        }
+        (8, b'l') => (header::LOCATION, "Location"),
+        (9, b'f') => (header::FORWARDED, "Forwarded"),
+        (10, b'c') => (header::CONNECTION, "Connection"),
+        (10, b's') => (header::SET_COOKIE, "Set-Cookie"),
+        (10, b'u') => (header::USER_AGENT, "User-Agent"),
+        (11, b'r') => (header::RETRY_AFTER, "Retry-After"),
+        (12, b'c') => {
+            if *header_name == header::CACHE_STATUS {
+                (header::CACHE_STATUS, "Cache-Status")
+            } else if *header_name == header::CONTENT_TYPE {
+                (header::CONTENT_TYPE, "Content-Type")
+            } else {
+                return None;
+            }
+        }
+        (12, b'm') => (header::MAX_FORWARDS, "Max-Forwards"),
+        (13, b'a') => {
+            if *header_name == header::ACCEPT_RANGES {
+                (header::ACCEPT_RANGES, "Accept-Ranges")
+            } else if *header_name == header::AUTHORIZATION {
+                (header::AUTHORIZATION, "Authorization")
+            } else {
+                return None;
+            }
+        }
+        (13, b'c') => {
+            if *header_name == header::CACHE_CONTROL {
+                (header::CACHE_CONTROL, "Cache-Control")
+            } else if *header_name == header::CONTENT_RANGE {
+                (header::CONTENT_RANGE, "Content-Range")
+            } else {
+                return None;
+            }
+        }
+        (13, b'i') => (header::IF_NONE_MATCH, "If-None-Match"),
+        (13, b'l') => (header::LAST_MODIFIED, "Last-Modified"),
+        (14, b'a') => (header::ACCEPT_CHARSET, "Accept-Charset"),
+        (14, b'c') => (header::CONTENT_LENGTH, "Content-Length"),
+        (15, b'a') => {
+            if *header_name == header::ACCEPT_ENCODING {
+                (header::ACCEPT_ENCODING, "Accept-Encoding")
+            } else if *header_name == header::ACCEPT_LANGUAGE {
+                (header::ACCEPT_LANGUAGE, "Accept-Language")
+            } else {
+                return None;
+            }
+        }
+        (15, b'p') => (header::PUBLIC_KEY_PINS, "Public-Key-Pins"),
+        (15, b'r') => (header::REFERRER_POLICY, "Referrer-Policy"),
+        (15, b'x') => (header::X_FRAME_OPTIONS, "X-Frame-Options"),
+        (16, b'c') => {
+            if *header_name == header::CONTENT_ENCODING {
+                (header::CONTENT_ENCODING, "Content-Encoding")
+            } else if *header_name == header::CONTENT_LANGUAGE {
+                (header::CONTENT_LANGUAGE, "Content-Language")
+            } else if *header_name == header::CONTENT_LOCATION {
+                (header::CONTENT_LOCATION, "Content-Location")
+            } else {
+                return None;
+            }
+        }
+        (16, b'w') => (header::WWW_AUTHENTICATE, "WWW-Authenticate"),
+        (16, b'x') => (header::X_XSS_PROTECTION, "X-XSS-Protection"),
+        (17, b'c') => (header::CDN_CACHE_CONTROL, "CDN-Cache-Control"),
+        (17, b'i') => (header::IF_MODIFIED_SINCE, "If-Modified-Since"),
+        (17, b's') => (header::SEC_WEBSOCKET_KEY, "Sec-WebSocket-Key"),
+        (17, b't') => (header::TRANSFER_ENCODING, "Transfer-Encoding"),
+        (18, b'p') => (header::PROXY_AUTHENTICATE, "Proxy-Authenticate"),
+        (19, b'c') => (header::CONTENT_DISPOSITION, "Content-Disposition"),
+        (19, b'i') => (header::IF_UNMODIFIED_SINCE, "If-Unmodified-Since"),
+        (19, b'p') => (header::PROXY_AUTHORIZATION, "Proxy-Authorization"),
+        (20, b's') => (header::SEC_WEBSOCKET_ACCEPT, "Sec-WebSocket-Accept"),
+        (21, b's') => (header::SEC_WEBSOCKET_VERSION, "Sec-WebSocket-Version"),
+        (22, b'a') => (header::ACCESS_CONTROL_MAX_AGE, "Access-Control-Max-Age"),
+        (22, b's') => (header::SEC_WEBSOCKET_PROTOCOL, "Sec-WebSocket-Protocol"),
+        (22, b'x') => {
+            if *header_name == header::X_CONTENT_TYPE_OPTIONS {
+                (header::X_CONTENT_TYPE_OPTIONS, "X-Content-Type-Options")
+            } else if *header_name == header::X_DNS_PREFETCH_CONTROL {
+                (header::X_DNS_PREFETCH_CONTROL, "X-DNS-Prefetch-Control")
+            } else {
+                return None;
+            }
+        }
+        (23, b'c') => (header::CONTENT_SECURITY_POLICY, "Content-Security-Policy"),
+        (24, b's') => (header::SEC_WEBSOCKET_EXTENSIONS, "Sec-WebSocket-Extensions"),
+        (25, b's') => (
+            header::STRICT_TRANSPORT_SECURITY,
+            "Strict-Transport-Security",
+        ),
+        (25, b'u') => (
+            header::UPGRADE_INSECURE_REQUESTS,
+            "Upgrade-Insecure-Requests",
+        ),
+        (27, b'a') => (
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            "Access-Control-Allow-Origin",
+        ),
+        (27, b'p') => (
+            header::PUBLIC_KEY_PINS_REPORT_ONLY,
+            "Public-Key-Pins-Report-Only",
+        ),
+        (28, b'a') => {
+            if *header_name == header::ACCESS_CONTROL_ALLOW_HEADERS {
+                (
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    "Access-Control-Allow-Headers",
+                )
+            } else if *header_name == header::ACCESS_CONTROL_ALLOW_METHODS {
+                (
+                    header::ACCESS_CONTROL_ALLOW_METHODS,
+                    "Access-Control-Allow-Methods",
+                )
+            } else {
+                return None;
+            }
+        }
+        (29, b'a') => {
+            if *header_name == header::ACCESS_CONTROL_EXPOSE_HEADERS {
+                (
+                    header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                    "Access-Control-Expose-Headers",
+                )
+            } else if *header_name == header::ACCESS_CONTROL_REQUEST_METHOD {
+                (
+                    header::ACCESS_CONTROL_REQUEST_METHOD,
+                    "Access-Control-Request-Method",
+                )
+            } else {
+                return None;
+            }
+        }
         (30, b'a') => (
-            "access-control-request-headers",
+            header::ACCESS_CONTROL_REQUEST_HEADERS,
             "Access-Control-Request-Headers",
         ),
         (32, b'a') => (
-            "access-control-allow-credentials",
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
             "Access-Control-Allow-Credentials",
         ),
         (35, b'c') => (
-            "content-security-policy-report-only",
+            header::CONTENT_SECURITY_POLICY_REPORT_ONLY,
             "Content-Security-Policy-Report-Only",
         ),
         _ => return None,
     };
-    (name == lower).then_some(titled)
+    (*header_name == lower).then_some(titled)
 }
 
 /// The bytes `header_name` is sent as when no case was kept for it.
@@ -344,25 +425,60 @@ mod tests {
         }
     }
 
+    // colorgate patch: a parsed name is not parsed again, and comes out as
+    // the default (which parses its spelling) would give it.
+    #[test]
+    fn a_parsed_name_gives_what_parsing_its_spelling_gives() {
+        for name in [
+            header::CONTENT_LENGTH,
+            header::ETAG,
+            HeaderName::from_static("x-request-id"),
+        ] {
+            let case = name.clone().into_case_header_name();
+            let parsed = HeaderName::from_bytes(case.as_slice()).unwrap();
+            let (owned, owned_case) = name.clone().into_header_names().unwrap();
+            let (borrowed, borrowed_case) = (&name).into_header_names().unwrap();
+            assert_eq!((&owned, &borrowed), (&parsed, &parsed));
+            // Known to be the default spelling, which is `case`.
+            assert!(owned_case.is_none() && borrowed_case.is_none());
+            assert_eq!(default_case(&name).as_bytes(), case.as_slice());
+        }
+    }
+
     #[test]
     fn test_case_header() {
-        const X: CaseHeader = CaseHeader::from_static("x-real-ip");
-        let (name, case) = (&X).into_header_names().unwrap();
-        assert_eq!(name, "x-real-ip");
-        assert_eq!(case.as_slice(), b"x-real-ip");
-        const H: CaseHeader = CaseHeader::from_static_spelled(
+        // A spelling is given only where it is not the default one.
+        static X: CaseHeader = CaseHeader::from_static("x-real-ip");
+        for _ in 0..2 {
+            let (name, case) = (&X).into_header_names().unwrap();
+            assert_eq!(name, "x-real-ip");
+            assert!(case.is_none());
+        }
+        static H: CaseHeader = CaseHeader::from_static_spelled(
             "strict-transport-security",
             "Strict-Transport-Security",
         );
         let (name, case) = (&H).into_header_names().unwrap();
         assert_eq!(name, header::STRICT_TRANSPORT_SECURITY);
-        assert_eq!(case.as_slice(), b"Strict-Transport-Security");
+        assert!(case.is_none());
+        static L: CaseHeader = CaseHeader::from_static("x-frame-options");
+        let (name, case) = (&L).into_header_names().unwrap();
+        assert_eq!(name, header::X_FRAME_OPTIONS);
+        assert_eq!(case.unwrap().as_slice(), b"x-frame-options");
         let h = CaseHeader::new("X-Frame-Options").unwrap();
         assert_eq!(h.name(), &header::X_FRAME_OPTIONS);
         assert_eq!((&h).into_case_header_name().as_slice(), b"X-Frame-Options");
+        assert!((&h).into_header_names().unwrap().1.is_none());
+        let h = CaseHeader::new("X-Request-ID").unwrap();
+        let (name, case) = (&h).into_header_names().unwrap();
+        assert_eq!(name, "x-request-id");
+        assert_eq!(case.unwrap().as_slice(), b"X-Request-ID");
         assert!(CaseHeader::new("bad name").is_none());
         let (name, case) = "FoO".into_header_names().unwrap();
-        assert_eq!((name.as_str(), case.as_slice()), ("foo", &b"FoO"[..]));
+        assert_eq!(
+            (name.as_str(), case.unwrap().as_slice()),
+            ("foo", &b"FoO"[..])
+        );
         assert!("bad name".into_header_names().is_none());
     }
 }

@@ -90,13 +90,15 @@ impl CaseNames {
     /// Where to record that `name` is sent as `case`: nowhere if case is not
     /// kept or `case` is the default spelling (and no map exists yet). The
     /// first name that needs the map makes it, from the names in `values`.
+    /// A `case` of `None` is known to be the default spelling.
     fn map_for<T>(
         &mut self,
         values: &HMap<T>,
         name: &HeaderName,
-        case: &CaseHeaderName,
+        case: Option<&CaseHeaderName>,
     ) -> Option<&mut CaseMap> {
         if let CaseNames::Default = self {
+            let case = case?;
             if case.as_slice() == case_header_name::default_case(name).as_bytes() {
                 return None;
             }
@@ -910,7 +912,9 @@ fn append_header_value<T>(
         .into_header_names()
         .or_err(InvalidHTTPHeader, "invalid header name")?;
     // store the original case in the map
-    if let Some(name_map) = case_names.map_for(value_map, &header_name, &case_header_name) {
+    if let Some(name_map) = case_names.map_for(value_map, &header_name, case_header_name.as_ref()) {
+        let case_header_name =
+            case_header_name.unwrap_or_else(|| (&header_name).into_case_header_name());
         // Use the non-panicking `try_append`: the infallible `append` calls
         // `.expect("size overflows MAX_SIZE")` internally, which would abort the
         // process if the case map ever exceeded `http`'s `MAX_SIZE` (1 << 15).
@@ -937,7 +941,9 @@ fn insert_header_value<T>(
     let (header_name, case_header_name) = name
         .into_header_names()
         .or_err(InvalidHTTPHeader, "invalid header name")?;
-    if let Some(name_map) = case_names.map_for(value_map, &header_name, &case_header_name) {
+    if let Some(name_map) = case_names.map_for(value_map, &header_name, case_header_name.as_ref()) {
+        let case_header_name =
+            case_header_name.unwrap_or_else(|| (&header_name).into_case_header_name());
         // store the original case in the map
         name_map.insert(header_name.clone(), case_header_name);
     }
