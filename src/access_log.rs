@@ -13,7 +13,7 @@
 //! would queue lines that nobody writes.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Mutex;
@@ -126,7 +126,9 @@ impl AccessLog {
 
 enum Out {
     Stdout(io::Stdout),
-    File(BufWriter<File>),
+    /// Unbuffered: the writer's batch is the buffer, so a `BufWriter` here
+    /// would only copy every batch once more.
+    File(File),
 }
 
 impl Out {
@@ -149,7 +151,7 @@ fn open(path: &str) -> io::Result<Out> {
         return Ok(Out::Stdout(io::stdout()));
     }
     let f = OpenOptions::new().create(true).append(true).open(path)?;
-    Ok(Out::File(BufWriter::with_capacity(256 * 1024, f)))
+    Ok(Out::File(f))
 }
 
 fn writer(rx: Receiver<Msg>, mut path: String, mut out: Out) {
