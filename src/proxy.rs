@@ -7,7 +7,7 @@
 //! replaced → security headers on the way back → access log and metrics.
 
 use crate::access_log::AccessLog;
-use crate::checks::{body_limit, jwt, rate_limit, request_sanity};
+use crate::checks::{body_limit, rate_limit, request_sanity};
 use crate::gateway::{Gateway, Route, SharedGateway};
 use crate::respond::{self, Reject};
 use crate::{client_ip, headers, routes};
@@ -187,8 +187,7 @@ impl Proxy {
         if route.jwt {
             let verifier = gw.jwt.as_ref().ok_or(Reject::Internal)?;
             let auth = s.req_header().headers.get(http::header::AUTHORIZATION);
-            let verified =
-                jwt::bearer_token(auth.map(|v| v.as_bytes())).and_then(|t| verifier.verify(t));
+            let verified = verifier.verify_bearer(auth.map(|v| v.as_bytes()));
             match verified {
                 Ok(user) => {
                     ctx.auth = "ok";

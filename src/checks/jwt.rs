@@ -144,6 +144,16 @@ impl fmt::Display for AuthFailure {
 /// header, or another scheme (e.g. `Basic`), is `Missing`; `Bearer` with an
 /// empty or malformed token is `Invalid`.
 pub fn bearer_token(authorization: Option<&[u8]>) -> Result<&[u8], AuthFailure> {
+    let token = bearer_scheme(authorization)?;
+    if !is_token68_all(token) {
+        return Err(AuthFailure::Invalid);
+    }
+    Ok(token)
+}
+
+/// [`bearer_token`] but for the charset, which [`Verifier::verify_bearer`]
+/// checks only for a token it has not verified before.
+fn bearer_scheme(authorization: Option<&[u8]>) -> Result<&[u8], AuthFailure> {
     let value = trim_spaces(authorization.ok_or(AuthFailure::Missing)?);
     const SCHEME: &[u8] = b"bearer";
     if value.len() < SCHEME.len() || !value[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
@@ -156,16 +166,17 @@ pub fn bearer_token(authorization: Option<&[u8]>) -> Result<&[u8], AuthFailure> 
         Some(_) => return Err(AuthFailure::Missing), // another scheme, e.g. "Bearerx"
     }
     let token = trim_spaces(rest);
-    // token68 charset (RFC 7235); JWTs only use base64url and '.'. This also
-    // rejects inner spaces, and makes the token ASCII: it stays bytes, since
-    // a cached token is found without a UTF-8 check (see `verify`).
-    if token.is_empty()
-        || token.len() > MAX_TOKEN_LEN
-        || !token.iter().fold(true, |all, &b| all & is_token68(b))
-    {
+    if token.is_empty() || token.len() > MAX_TOKEN_LEN {
         return Err(AuthFailure::Invalid);
     }
     Ok(token)
+}
+
+/// The token68 charset (RFC 7235); JWTs only use base64url and '.'. This
+/// also rejects inner spaces, and makes the token ASCII: it stays bytes,
+/// since a cached token is found without a UTF-8 check (see `verify`).
+fn is_token68_all(token: &[u8]) -> bool {
+    token.iter().fold(true, |all, &b| all & is_token68(b))
 }
 
 /// A token68 byte. It runs over every byte of every token, so it is plain
@@ -318,16 +329,41 @@ impl JwtVerifier {
         })
     }
 
+    /// Verifies the token of an `Authorization` header value, as
+    /// [`bearer_token`] then [`verify`](Self::verify) would, and returns the
+    /// user identity. A token verified before is found in the cache before
+    /// its bytes are checked one by one: only a valid token gets there.
+    pub fn verify_bearer(&self, authorization: Option<&[u8]>) -> Result<String, AuthFailure> {
+        let token = bearer_scheme(authorization)?;
+        if let Some(cached) = self.cached(token) {
+            return cached;
+        }
+        if !is_token68_all(token) {
+            return Err(AuthFailure::Invalid);
+        }
+        self.verify_uncached(token)
+    }
+
     /// Verifies a token and returns the user identity from the user claim.
     pub fn verify(&self, token: impl AsRef<[u8]>) -> Result<String, AuthFailure> {
-        use super::token_cache::Cached;
         let token = token.as_ref();
-        let now = jsonwebtoken::get_current_timestamp();
-        match self.cache.get(token, now) {
-            Cached::User(user) => return Ok(user),
-            Cached::Expired => return Err(AuthFailure::Expired),
-            Cached::Miss => {}
+        match self.cached(token) {
+            Some(cached) => cached,
+            None => self.verify_uncached(token),
         }
+    }
+
+    /// The answer for a token verified before, if it is still cached.
+    fn cached(&self, token: &[u8]) -> Option<Result<String, AuthFailure>> {
+        use super::token_cache::Cached;
+        match self.cache.get(token, jsonwebtoken::get_current_timestamp()) {
+            Cached::User(user) => Some(Ok(user)),
+            Cached::Expired => Some(Err(AuthFailure::Expired)),
+            Cached::Miss => None,
+        }
+    }
+
+    fn verify_uncached(&self, token: &[u8]) -> Result<String, AuthFailure> {
         // Only a token that is not cached needs to be text (a cached one
         // was, when it verified).
         let text = std::str::from_utf8(token).map_err(|_| AuthFailure::Invalid)?;
@@ -1306,6 +1342,37 @@ mod tests {
         );
         let long = format!("Bearer {}", "a".repeat(MAX_TOKEN_LEN + 1));
         assert_eq!(ok(&long), Err(AuthFailure::Invalid));
+    }
+
+    #[test]
+    fn verify_bearer_answers_as_parsing_then_verifying_cached_or_not() {
+        let v = hs(Algorithm::HS256);
+        let good = token("hs256_valid");
+        let headers = [
+            None,
+            Some(format!("Bearer {good}")),
+            Some(format!("bearer   {good}  ")),
+            Some(format!("Bearer {good}x")),
+            Some(format!("Bearer {good} x")),
+            Some(format!("Bearer \"{good}\"")),
+            Some(format!("Basic {good}")),
+            Some(format!("Bearer {}", token("hs256_expired"))),
+            Some("Bearer a,b".into()),
+            Some("Bearer".into()),
+            Some(format!("Bearer {}", "a".repeat(MAX_TOKEN_LEN + 1))),
+        ];
+        // Twice: the second round finds every token that verified cached.
+        for round in 0..2 {
+            for h in &headers {
+                let h = h.as_deref().map(str::as_bytes);
+                let want = bearer_token(h).and_then(|t| v.verify(t));
+                assert_eq!(v.verify_bearer(h), want, "round {round}: {h:?}");
+            }
+        }
+        // Bytes that are not token68 are refused, cached token or not.
+        let mut bad = format!("Bearer {good}").into_bytes();
+        bad.push(0xff);
+        assert_eq!(v.verify_bearer(Some(&bad)), Err(AuthFailure::Invalid));
     }
 
     #[test]
