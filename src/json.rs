@@ -4,6 +4,15 @@
 
 /// Append `s` as a JSON string literal, quotes included.
 pub fn push_str(out: &mut String, s: &str) {
+    // Most strings need no escape at all: checked eight bytes at a time (the
+    // last few one by one), then copied in one piece.
+    if !may_need_any_escape(s.as_bytes()) {
+        out.reserve(s.len() + 2);
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     out.push('"');
     let bytes = s.as_bytes();
     let mut start = 0;
@@ -50,6 +59,20 @@ pub fn push_str(out: &mut String, s: &str) {
     }
     out.push_str(&s[start..]);
     out.push('"');
+}
+
+/// Whether any byte of `bytes` may need an escape: `false` means none does.
+fn may_need_any_escape(bytes: &[u8]) -> bool {
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        if may_need_escape(u64::from_le_bytes(word.try_into().unwrap_or_default())) {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&b| !(0x20..0x80).contains(&b) || b == b'"' || b == b'\\')
 }
 
 /// Whether any of the eight bytes in `word` is a control byte, `"`, a backslash or
@@ -166,8 +189,12 @@ mod tests {
         for special in [
             "\"", "\\", "\n", "\u{1}", "\u{1f}", "\u{2028}", "\u{2029}", "é",
         ] {
-            for at in 0..17 {
-                let s = format!("{}{special}{}", "a".repeat(at), "b".repeat(20 - at));
+            // Long strings (a word at a time) and short ones (byte by byte).
+            let cases = (0..17)
+                .map(|at| (at, 20 - at))
+                .chain((0..8).flat_map(|at| (0..8 - at).map(move |after| (at, after))));
+            for (at, after) in cases {
+                let s = format!("{}{special}{}", "a".repeat(at), "b".repeat(after));
                 let mut out = String::new();
                 push_str(&mut out, &s);
                 let back: String = serde_json::from_str(&out).unwrap();
