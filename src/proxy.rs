@@ -548,9 +548,10 @@ impl ProxyHttp for Proxy {
         if let Some(xff) = xff {
             req.insert_header(&headers::X_FORWARDED_FOR, xff)?;
         }
+        // Static values: text would be checked and copied on every request.
         req.insert_header(
             &headers::X_FORWARDED_PROTO,
-            if self.tls() { "https" } else { "http" },
+            http::HeaderValue::from_static(if self.tls() { "https" } else { "http" }),
         )?;
         req.insert_header(&headers::X_REQUEST_ID, ctx.request_id.as_str())?;
         match &ctx.user {

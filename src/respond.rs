@@ -6,6 +6,7 @@
 use crate::gateway::Gateway;
 use crate::headers;
 use bytes::Bytes;
+use http::HeaderValue;
 use pingora_http::ResponseHeader;
 use std::collections::BTreeMap;
 
@@ -171,9 +172,15 @@ pub fn error_header(
     body_len: usize,
 ) -> pingora_error::Result<ResponseHeader> {
     let mut resp = ResponseHeader::build(reject.status(), Some(8))?;
-    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    )?;
     resp.insert_header(http::header::CONTENT_LENGTH, body_len)?;
-    resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    resp.insert_header(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    )?;
     match reject {
         Reject::Unauthorized { bearer_sent } => {
             let v = if bearer_sent {
@@ -181,7 +188,7 @@ pub fn error_header(
             } else {
                 "Bearer realm=\"colorgate\""
             };
-            resp.insert_header(http::header::WWW_AUTHENTICATE, v)?;
+            resp.insert_header(http::header::WWW_AUTHENTICATE, HeaderValue::from_static(v))?;
         }
         Reject::RateLimited { retry_after } | Reject::Unavailable { retry_after } => {
             resp.insert_header(http::header::RETRY_AFTER, retry_after.max(1))?;
