@@ -11,7 +11,6 @@ use crate::checks::{body_limit, rate_limit, request_sanity};
 use crate::gateway::{Gateway, Route, SharedGateway};
 use crate::respond::{self, Reject};
 use crate::{client_ip, headers, routes};
-use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::protocols::http::ServerSession as HttpSession;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -395,7 +394,6 @@ fn strip_port(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
-#[async_trait]
 impl ProxyHttp for Proxy {
     type CTX = Ctx;
 
