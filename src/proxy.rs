@@ -524,8 +524,8 @@ impl ProxyHttp for Proxy {
             {
                 let path = ctx.path.as_deref().unwrap_or(req.uri.path());
                 let uri = routes::upstream_uri(&route.change, &route.path, path, req.uri.query());
-                let uri = uri
-                    .parse::<http::Uri>()
+                // From the String itself: `parse` would copy it into a new buffer.
+                let uri = http::Uri::try_from(uri)
                     .map_err(|e| Error::because(ErrorType::InternalError, "rewritten uri", e))?;
                 req.set_uri(uri);
             }
