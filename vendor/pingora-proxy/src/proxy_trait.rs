@@ -101,13 +101,15 @@ pub trait ProxyHttp {
     /// the proxy would exit. The proxy continues to the next phases when `Ok(false)` is returned.
     ///
     /// By default this filter does nothing and returns `Ok(false)`.
-    fn request_filter(&self, _session: &mut Session, _ctx: &mut Self::CTX) -> impl std::future::Future<Output = Result<bool>> + Send
+    fn request_filter(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> impl std::future::Future<Output = Result<bool>> + Send
     where
         Self::CTX: Send + Sync,
     {
-        async move {
-            Ok(false)
-        }
+        async move { Ok(false) }
     }
 
     /// Handle the incoming request before any downstream module is executed.
@@ -119,13 +121,15 @@ pub trait ProxyHttp {
     /// Note that because this function is executed before any module that might provide access
     /// control or rate limiting, logic should stay in request_filter() if it can in order to be
     /// protected by said modules.
-    fn early_request_filter(&self, _session: &mut Session, _ctx: &mut Self::CTX) -> impl std::future::Future<Output = Result<()>> + Send
+    fn early_request_filter(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> impl std::future::Future<Output = Result<()>> + Send
     where
         Self::CTX: Send + Sync,
     {
-        async move {
-            Ok(())
-        }
+        async move { Ok(()) }
     }
 
     /// Returns whether this session is allowed to spawn subrequests.
@@ -161,9 +165,7 @@ pub trait ProxyHttp {
     where
         Self::CTX: Send + Sync,
     {
-        async move {
-            Ok(())
-        }
+        async move { Ok(()) }
     }
 
     /// This filter decides if the request is cacheable and what cache backend to use
@@ -224,9 +226,7 @@ pub trait ProxyHttp {
     where
         Self::CTX: Send + Sync,
     {
-        async move {
-            Ok(None)
-        }
+        async move { Ok(None) }
     }
 
     /// Decide if a request should continue to upstream after not being served from cache.
@@ -247,9 +247,7 @@ pub trait ProxyHttp {
     where
         Self::CTX: Send + Sync,
     {
-        async move {
-            Ok(true)
-        }
+        async move { Ok(true) }
     }
 
     /// Decide if the response is cacheable
@@ -340,9 +338,7 @@ pub trait ProxyHttp {
     where
         Self::CTX: Send + Sync,
     {
-        async move {
-            Ok(())
-        }
+        async move { Ok(()) }
     }
 
     /// Adjust upstream modules before they process the response header.
@@ -375,9 +371,7 @@ pub trait ProxyHttp {
     where
         Self::CTX: Send + Sync,
     {
-        async move {
-            Ok(())
-        }
+        async move { Ok(()) }
     }
 
     /// Modify the response header from the upstream
@@ -396,9 +390,7 @@ pub trait ProxyHttp {
     where
         Self::CTX: Send + Sync,
     {
-        async move {
-            Ok(())
-        }
+        async move { Ok(()) }
     }
 
     /// Modify the response header before it is send to the downstream
@@ -414,9 +406,7 @@ pub trait ProxyHttp {
     where
         Self::CTX: Send + Sync,
     {
-        async move {
-            Ok(())
-        }
+        async move { Ok(()) }
     }
 
     // custom_forwarding is called when downstream and upstream connections are successfully established.
@@ -431,9 +421,7 @@ pub trait ProxyHttp {
     where
         Self::CTX: Send + Sync,
     {
-        async move {
-            Ok(())
-        }
+        async move { Ok(()) }
     }
 
     // received a custom message from the downstream before sending it to the upstream.
@@ -448,9 +436,7 @@ pub trait ProxyHttp {
     where
         Self::CTX: Send + Sync,
     {
-        async move {
-            Ok(Some(custom_message))
-        }
+        async move { Ok(Some(custom_message)) }
     }
 
     // received a custom message from the upstream before sending it to the downstream.
@@ -465,9 +451,7 @@ pub trait ProxyHttp {
     where
         Self::CTX: Send + Sync,
     {
-        async move {
-            Ok(Some(custom_message))
-        }
+        async move { Ok(Some(custom_message)) }
     }
 
     /// Similar to [Self::upstream_response_filter()] but for response body
@@ -522,9 +506,7 @@ pub trait ProxyHttp {
     where
         Self::CTX: Send + Sync,
     {
-        async move {
-            Ok(None)
-        }
+        async move { Ok(None) }
     }
 
     /// This filter is called when the entire response is sent to the downstream successfully or
@@ -532,12 +514,16 @@ pub trait ProxyHttp {
     ///
     /// An error log is already emitted if there is any error. This phase is used for collecting
     /// metrics and sending access logs.
-    fn logging(&self, _session: &mut Session, _e: Option<&Error>, _ctx: &mut Self::CTX) -> impl std::future::Future<Output = ()> + Send
+    fn logging(
+        &self,
+        _session: &mut Session,
+        _e: Option<&Error>,
+        _ctx: &mut Self::CTX,
+    ) -> impl std::future::Future<Output = ()> + Send
     where
         Self::CTX: Send + Sync,
     {
-        async move {
-        }
+        async move {}
     }
 
     /// Called after [`Self::logging`] when the downstream connection will be reused for another
@@ -751,9 +737,7 @@ pub trait ProxyHttp {
     where
         Self::CTX: Send + Sync,
     {
-        async move {
-            Ok(())
-        }
+        async move { Ok(()) }
     }
 
     /// This callback is invoked every time request related error log needs to be generated
