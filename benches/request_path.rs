@@ -49,7 +49,7 @@
 //! match the gateway's.
 
 use colorgate::checks::allowlist::IpSet;
-use colorgate::checks::jwt::{bearer_token, JwtSettings, JwtVerifier, KeySource};
+use colorgate::checks::jwt::{JwtSettings, JwtVerifier, KeySource};
 use colorgate::checks::rate_limit::{self, check, monotonic_ms, Decision, RateZone, ZoneSpec};
 use colorgate::client_ip;
 use colorgate::observe::LogLine;
@@ -402,8 +402,9 @@ fn admit(
     if let Decision::Reject { .. } = check(&[(&fx.seq_zone, key)], monotonic_ms()) {
         return Err("rate_limit");
     }
-    let token = bearer_token(Some(authorization)).map_err(|_| "auth")?;
-    verifier.verify(token).map_err(|_| "auth")
+    verifier
+        .verify_bearer(Some(authorization))
+        .map_err(|_| "auth")
 }
 
 /// Cycles through `items` (client IPs, tokens), one per call.

@@ -221,11 +221,9 @@ pub fn new_request_id() -> String {
             }
         }
     });
-    // Written into a buffer and appended once: a push per digit cost more
+    // Written into a buffer and copied once: a push per digit cost more
     // than the digits (the check cannot fail, they are ASCII).
-    let mut out = String::with_capacity(32);
-    out.push_str(std::str::from_utf8(&digits).unwrap_or_default());
-    out
+    std::str::from_utf8(&digits).unwrap_or_default().to_owned()
 }
 
 /// A request id from a trusted proxy is kept if it looks like one.

@@ -151,7 +151,7 @@ pub fn bearer_token(authorization: Option<&[u8]>) -> Result<&[u8], AuthFailure> 
     Ok(token)
 }
 
-/// [`bearer_token`] but for the charset, which [`Verifier::verify_bearer`]
+/// [`bearer_token`] but for the charset, which [`JwtVerifier::verify_bearer`]
 /// checks only for a token it has not verified before.
 fn bearer_scheme(authorization: Option<&[u8]>) -> Result<&[u8], AuthFailure> {
     let value = trim_spaces(authorization.ok_or(AuthFailure::Missing)?);
