@@ -350,16 +350,17 @@ fn content_length_values(headers: &HMap) -> std::result::Result<Option<u64>, ()>
     // alright if they all contain the same value, and all parse correctly. If
     // not, then it's an error.
     let mut content_length: Option<u64> = None;
-    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let all = headers.get_all(header::CONTENT_LENGTH);
     // colorgate patch: the usual message has one value of digits only,
     // which needs no UTF-8 check, comma split or trim (six times per
     // proxied request).
+    let mut values = all.iter();
     if let (Some(value), None) = (values.next(), values.next()) {
         if let Some(n) = from_digits(value.as_bytes()) {
             return Ok(Some(n));
         }
     }
-    for value in headers.get_all(header::CONTENT_LENGTH) {
+    for value in all {
         // A non-visible-ASCII value can't be a valid Content-Length, so the
         // framing is ambiguous.
         let line = value.to_str().map_err(|_| ())?;
