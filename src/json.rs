@@ -125,23 +125,26 @@ pub fn push_ip(out: &mut String, ip: std::net::IpAddr) {
     out.push('"');
 }
 
-/// "0" to "255", the octets of IPv4 addresses as written.
-static OCTETS: std::sync::LazyLock<Vec<String>> =
-    std::sync::LazyLock::new(|| (0..=255u8).map(|o| o.to_string()).collect());
-
 /// Append an IP address as text. IPv4 by hand: `Display` goes through the
 /// formatting machinery and costs several times more, on every request.
 pub fn push_ip_text(out: &mut String, ip: std::net::IpAddr) {
     match ip {
         std::net::IpAddr::V4(v4) => {
-            // Octets from a table, one copy each: this runs several times per
-            // request (X-Real-IP, X-Forwarded-For, the log line).
-            let [a, b, c, d] = v4.octets().map(|o| OCTETS[usize::from(o)].as_str());
+            // Digit by digit: this runs four times per request (X-Real-IP,
+            // X-Forwarded-For, the log line's two), and a copy call per
+            // octet cost more than the byte or three it copied.
             out.reserve(15);
-            out.push_str(a);
-            for o in [b, c, d] {
-                out.push('.');
-                out.push_str(o);
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if o >= 100 {
+                    out.push(char::from(b'0' + o / 100));
+                }
+                if o >= 10 {
+                    out.push(char::from(b'0' + o / 10 % 10));
+                }
+                out.push(char::from(b'0' + o % 10));
             }
         }
         std::net::IpAddr::V6(v6) => {
