@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 static TIMER_MANAGER: Lazy<Arc<TimerManager>> = Lazy::new(|| {
     let tm = Arc::new(TimerManager::new());
-    check_clock_thread(&tm);
+    check_clock_thread_at(&tm, tm.since_zero());
     tm
 });
 
@@ -45,13 +45,22 @@ const FAST_TIMEOUT_TO_TOKIO_DISABLED: u64 = u64::MAX;
 static FAST_TIMEOUT_TO_TOKIO_THRESHOLD_SECS: AtomicU64 =
     AtomicU64::new(DEFAULT_FAST_TIMEOUT_TO_TOKIO_THRESHOLD_SECS);
 
-fn check_clock_thread(tm: &Arc<TimerManager>) {
-    if tm.should_i_start_clock() {
+// colorgate patch 26: checked at a time already read, which the caller then
+// registers its timer at: one clock read per timer instead of two.
+fn check_clock_thread_at(tm: &Arc<TimerManager>, since_zero: Duration) {
+    if tm.should_i_start_clock_at(since_zero) {
         std::thread::Builder::new()
             .name("Timer thread".into())
             .spawn(|| TIMER_MANAGER.clock_thread())
             .unwrap();
     }
+}
+
+// colorgate patch 26: check the clock thread and register, reading the clock once.
+fn register_fast_timer(duration: Duration) -> crate::timer::TimerStub {
+    let now = TIMER_MANAGER.since_zero();
+    check_clock_thread_at(&TIMER_MANAGER, now);
+    TIMER_MANAGER.register_timer_at(now, duration)
 }
 
 fn should_use_tokio_timeout(duration: Duration) -> bool {
@@ -93,8 +102,7 @@ impl ToTimeout for FastTimeout {
         // colorgate patch 17: the clock thread is checked when a timer is
         // registered, not for every timeout made: most never register one
         // (their future is ready at once), and the check reads the clock.
-        check_clock_thread(&TIMER_MANAGER);
-        Box::pin(TIMER_MANAGER.register_timer(self.0).poll())
+        Box::pin(register_fast_timer(self.0).poll())
     }
 
     fn create(d: Duration) -> Self {
@@ -155,8 +163,7 @@ where
 
 /// Similar to [tokio::time::sleep] but more efficient.
 pub async fn fast_sleep(duration: Duration) {
-    check_clock_thread(&TIMER_MANAGER);
-    TIMER_MANAGER.register_timer(duration).poll().await
+    register_fast_timer(duration).poll().await
 }
 
 /// Pause the timer for fork()

@@ -202,11 +202,23 @@ impl TimerManager {
 
     // False if the clock is already started
     // If true, the caller must start the clock thread next
+    #[cfg(test)] // colorgate patch 26: callers read the clock once, `_at`
     pub(crate) fn should_i_start_clock(&self) -> bool {
-        let Err(prev) = self.is_clock_running() else {
+        self.should_i_start_clock_at(self.since_zero())
+    }
+
+    // colorgate patch 26: the time since `zero`, read once by a caller that
+    // both checks the clock thread and registers a timer.
+    pub(crate) fn since_zero(&self) -> Duration {
+        Instant::now().saturating_duration_since(self.zero)
+    }
+
+    // colorgate patch 26: `should_i_start_clock` at a time already read.
+    pub(crate) fn should_i_start_clock_at(&self, since_zero: Duration) -> bool {
+        let Err(prev) = self.is_clock_running_at(since_zero) else {
             return false;
         };
-        let now = Instant::now().duration_since(self.zero).as_secs() as i64;
+        let now = since_zero.as_secs() as i64;
         let res =
             self.clock_watchdog
                 .compare_exchange(prev, now, Ordering::SeqCst, Ordering::SeqCst);
@@ -215,8 +227,13 @@ impl TimerManager {
 
     // Ok(()) if clock is running (watch dog is within DELAYS_SEC of now)
     // Err(time) if watch do stopped at `time`
+    #[cfg(test)] // colorgate patch 26: callers read the clock once, `_at`
     pub(crate) fn is_clock_running(&self) -> Result<(), i64> {
-        let now = Instant::now().duration_since(self.zero).as_secs() as i64;
+        self.is_clock_running_at(self.since_zero())
+    }
+
+    fn is_clock_running_at(&self, since_zero: Duration) -> Result<(), i64> {
+        let now = since_zero.as_secs() as i64;
         let prev = self.clock_watchdog.load(Ordering::SeqCst);
         if now < prev + DELAYS_SEC {
             Ok(())
@@ -229,6 +246,11 @@ impl TimerManager {
     ///
     /// When the timer expires, the [TimerStub] will be notified.
     pub fn register_timer(&self, duration: Duration) -> TimerStub {
+        self.register_timer_at(self.since_zero(), duration)
+    }
+
+    // colorgate patch 26: `register_timer` at a time already read.
+    pub(crate) fn register_timer_at(&self, since_zero: Duration, duration: Duration) -> TimerStub {
         if self.is_paused_for_fork() {
             // Return a dummy TimerStub that will trigger right away.
             // This is fine assuming pause_for_fork() is called right before fork().
@@ -239,7 +261,7 @@ impl TimerManager {
             timer.fire();
             return timer.subscribe();
         }
-        let now: Time = (Instant::now() + duration - self.zero).into();
+        let now: Time = (since_zero + duration).into();
         let thread_timers = self.timers.get_or(|| RwLock::new(ThreadTimers::default()));
         {
             let timers = thread_timers.read();
