@@ -37,6 +37,10 @@ pub fn run(
         AccessLog::start(&gw.access_log_path)
             .map_err(|e| format!("access_log.path {}: {e}", gw.access_log_path))?,
     );
+    // Nothing here reads the streams' pending-read and -write times
+    // (Pingora's timing digest), and keeping them reads the clock four
+    // times per request (vendor/README.md, patch 27).
+    pingora_core::protocols::l4::stream::set_pending_time_tracking(false);
     let p = &gw.process;
     let conf = ServerConf {
         threads: p.threads,
@@ -229,4 +233,41 @@ pub fn restart_only_changes(old: &Gateway, new: &Gateway) -> Vec<&'static str> {
         out.push("server.pid_file/upgrade_sock/grace_period");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use pingora_core::protocols::l4::stream::{set_pending_time_tracking, Stream};
+    use pingora_core::protocols::GetTimingDigest;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The switch `run` turns off: with it on, a read that waits for the
+    /// peer adds its wait to the stream's pending time; off, nothing does.
+    #[tokio::test]
+    async fn streams_time_their_waits_only_while_tracking_is_on() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let mut server: Stream = listener.accept().await.unwrap().0.into();
+        let wait = Duration::from_millis(20);
+        for on in [true, false, true] {
+            set_pending_time_tracking(on);
+            let before = server.get_read_pending_time();
+            let mut buf = [0u8; 1];
+            // The read is polled (and pends) before the byte is sent.
+            let (read, _) = tokio::join!(server.read(&mut buf), async {
+                tokio::time::sleep(wait).await;
+                client.write_all(b"x").await.unwrap();
+            });
+            assert_eq!(read.unwrap(), 1);
+            let added = server.get_read_pending_time() - before;
+            if on {
+                assert!(added >= wait, "tracking on: {added:?} added");
+            } else {
+                assert_eq!(added, Duration::ZERO, "tracking off");
+            }
+        }
+    }
 }

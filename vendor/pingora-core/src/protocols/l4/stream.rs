@@ -916,6 +916,26 @@ impl AsyncWrite for Stream {
     }
 }
 
+// colorgate patch 27: whether streams time their waits, see below.
+static TRACK_PENDING_TIME: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Whether every [`Stream`] adds up the time its reads and writes spend
+/// pending, for [`GetTimingDigest::get_read_pending_time`] and
+/// [`GetTimingDigest::get_write_pending_time`]. On by default.
+///
+/// Each wait reads the clock when it starts and when it ends: four reads per
+/// proxied HTTP/1 request, for the client's next request and the upstream's
+/// answer. An application that never asks for these times turns it off once,
+/// before it serves; they then stay zero.
+pub fn set_pending_time_tracking(on: bool) {
+    TRACK_PENDING_TIME.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[inline]
+fn tracking_pending_time() -> bool {
+    TRACK_PENDING_TIME.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 #[derive(Debug)]
 struct AccumulatedDuration {
     total: Duration,
@@ -943,6 +963,9 @@ impl AccumulatedDuration {
     }
 
     fn poll_write_time(&mut self, result: &Poll<io::Result<usize>>, buf_size: usize) {
+        if !tracking_pending_time() {
+            return;
+        }
         match result {
             Poll::Ready(Ok(n)) => {
                 if *n == buf_size {
@@ -960,6 +983,9 @@ impl AccumulatedDuration {
     }
 
     fn poll_time(&mut self, result: &Poll<io::Result<()>>) {
+        if !tracking_pending_time() {
+            return;
+        }
         match result {
             Poll::Ready(_) => {
                 self.stop();
