@@ -218,7 +218,10 @@ fn is_standard_hop_by_hop(name: &http::HeaderName) -> bool {
         || name == header::TRANSFER_ENCODING
         || name == header::CONNECTION
         || name == header::UPGRADE
-        || matches!(name.as_str(), KEEP_ALIVE | PROXY_CONNECTION | HTTP2_SETTINGS)
+        || matches!(
+            name.as_str(),
+            KEEP_ALIVE | PROXY_CONNECTION | HTTP2_SETTINGS
+        )
 }
 
 /// Set H1 `Host` from the URI or absolute-form authority.
