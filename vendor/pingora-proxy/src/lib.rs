@@ -1183,12 +1183,14 @@ where
             session.subrequest_spawner = Some(SubrequestSpawner::new(self.clone()));
         }
 
-        let req = session.downstream_session.req_header_mut();
-
         // Built-in downstream request filters go first
-        if let Err(e) = session
+        // colorgate patch 28: only when there are some, since lending the
+        // header out mutably makes an HTTP/1 session forget its framing.
+        if session.downstream_modules_ctx.is_empty() {
+            // nothing to filter
+        } else if let Err(e) = session
             .downstream_modules_ctx
-            .request_header_filter(req)
+            .request_header_filter(session.downstream_session.req_header_mut())
             .await
         {
             return self

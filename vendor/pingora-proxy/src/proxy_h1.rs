@@ -48,8 +48,7 @@ where
         // colorgate patch: the header as read goes upstream and its copy stays
         // with the session. Both say the same, but only the one read was built
         // with room for the headers the filters add: a clone's is exactly full.
-        let copy = session.req_header().clone();
-        let mut req = std::mem::replace(session.req_header_mut(), copy);
+        let mut req = session.downstream_session.take_req_header_keep_copy();
         let authority_policy = AuthorityPolicy::from(session.downstream_session.is_custom());
         let downstream_had_host = req.headers.contains_key(http::header::HOST);
         req.set_version(Version::HTTP_11);

@@ -176,6 +176,12 @@ impl HttpModuleCtx {
         }
     }
 
+    /// colorgate patch 28: whether no module runs, so a caller need not lend
+    /// out what the modules would filter.
+    pub fn is_empty(&self) -> bool {
+        self.module_ctx.is_empty()
+    }
+
     /// Get a ref to [HttpModule] if any.
     pub fn get<T: 'static>(&self) -> Option<&T> {
         let idx = self.module_index.get(&TypeId::of::<T>())?;

@@ -151,6 +151,19 @@ impl Session {
         }
     }
 
+    /// colorgate patch 28: take the request header as read, leaving a copy in
+    /// its place (HTTP/1 keeps what reading it found about its framing, see
+    /// [`v1::server::HttpSession::take_req_header_keep_copy`]).
+    pub fn take_req_header_keep_copy(&mut self) -> RequestHeader {
+        match self {
+            Self::H1(s) => s.take_req_header_keep_copy(),
+            _ => {
+                let copy = self.req_header().clone();
+                std::mem::replace(self.req_header_mut(), copy)
+            }
+        }
+    }
+
     /// Return the header by name. None if the header doesn't exist.
     ///
     /// In case there are multiple headers under the same name, the first one will be returned. To

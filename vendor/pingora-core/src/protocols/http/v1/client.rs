@@ -53,6 +53,10 @@ pub struct HttpSession {
     keepalive_timeout: KeepaliveStatus,
     pub(crate) digest: Box<Digest>,
     response_header: Option<Box<ResponseHeader>>,
+    // colorgate patch 28: the response header's framing as read, when it is
+    // plain (see `FramingScan::plain`): known without looking it up. The
+    // header the session keeps is never changed.
+    plain_framing: Option<Option<usize>>,
     request_written: Option<Box<RequestHeader>>,
     bytes_sent: usize,
     /// Total response body payload bytes received from upstream
@@ -90,6 +94,7 @@ impl HttpSession {
             body_writer: BodyWriter::new(),
             keepalive_timeout: KeepaliveStatus::Off,
             response_header: None,
+            plain_framing: None,
             request_written: None,
             read_timeout: None,
             write_timeout: None,
@@ -209,6 +214,11 @@ impl HttpSession {
             .as_ref()
             .expect("response header must be read");
 
+        // colorgate patch 28: a plain framing is valid.
+        if self.plain_framing.is_some() {
+            return Ok(());
+        }
+
         // Validate/reconcile Content-Length per RFC 9110 section 8.6 (hyper
         // parity): identical duplicates and comma-combined identical values are
         // accepted and collapsed. Conflicting or duplicate values are always an
@@ -234,6 +244,7 @@ impl HttpSession {
     fn clear_response_header_read_state(&mut self) {
         self.response_header_read_buf.clear();
         self.preread_body = None;
+        self.plain_framing = None;
     }
 
     fn fail_response_header_read<T>(&mut self, e: pingora_error::BError) -> Result<T> {
@@ -308,10 +319,14 @@ impl HttpSession {
 
                         let buf = std::mem::take(&mut self.response_header_read_buf).freeze();
 
+                        // colorgate patch 28: the framing headers are noticed
+                        // here rather than looked up.
+                        let mut framing = FramingScan::default();
                         for header in header_refs {
                             let header_name = header.get_name_bytes(&buf);
-                            let header_name = header_name.into_case_header_name();
                             let value_bytes = header.get_value_bytes(&buf);
+                            framing.note(&header_name, &value_bytes);
+                            let header_name = header_name.into_case_header_name();
                             let header_value = pingora_http::header_value_from_raw(value_bytes);
                             if let Err(e) = response_header
                                 .append_header(header_name, header_value)
@@ -321,11 +336,8 @@ impl HttpSession {
                             }
                         }
 
-                        let contains_transfer_encoding = response_header
-                            .headers
-                            .contains_key(header::TRANSFER_ENCODING);
-                        let contains_content_length =
-                            response_header.headers.contains_key(header::CONTENT_LENGTH);
+                        let contains_transfer_encoding = framing.has_transfer_encoding();
+                        let contains_content_length = framing.has_content_length();
 
                         // Transfer encoding overrides content length, so when
                         // both are present, we MUST remove content length. This is
@@ -338,6 +350,7 @@ impl HttpSession {
                         self.preread_body = Some(BufRef(s, total_read));
                         self.buf = buf;
                         self.response_header = Some(response_header);
+                        self.plain_framing = framing.plain();
                         if let Err(e) = self.validate_response() {
                             return self.fail_response_header_read(e);
                         }
@@ -716,6 +729,15 @@ impl HttpSession {
             if upgraded {
                 self.body_reader.init_close_delimited(preread_body);
                 self.close_delimited_resp = true;
+            } else if let Some(content_length) = self.plain_framing {
+                // colorgate patch 28: as below, without the lookups.
+                match content_length {
+                    Some(cl) => self.body_reader.init_content_length(cl, preread_body),
+                    None => {
+                        self.body_reader.init_close_delimited(preread_body);
+                        self.close_delimited_resp = true;
+                    }
+                }
             } else if self.is_chunked_encoding() {
                 // if chunked encoding, content-length should be ignored
                 self.body_reader.init_chunked(preread_body);

@@ -325,6 +325,59 @@ fn from_digits(bytes: &[u8]) -> Option<u64> {
     Some(result)
 }
 
+/// colorgate patch 28: a message's framing headers, noticed line by line as
+/// its header is parsed, so that the usual message needs none of the
+/// `Transfer-Encoding` and `Content-Length` lookups its framing decisions
+/// made (about six per message read).
+#[derive(Default)]
+pub(crate) struct FramingScan {
+    transfer_encoding: bool,
+    content_length_lines: u32,
+    /// The last `Content-Length` line's value, if it is digits only.
+    content_length: Option<u64>,
+}
+
+impl FramingScan {
+    /// Notes one header line as parsed.
+    #[inline]
+    pub(crate) fn note(&mut self, name: &[u8], value: &[u8]) {
+        match name.len() {
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => self.transfer_encoding = true,
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                self.content_length_lines += 1;
+                self.content_length = from_digits(value);
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) fn has_transfer_encoding(&self) -> bool {
+        self.transfer_encoding
+    }
+
+    pub(crate) fn has_content_length(&self) -> bool {
+        self.content_length_lines > 0
+    }
+
+    /// The framing when it is plain: no `Transfer-Encoding` and at most one
+    /// `Content-Length` line, of digits only. `Some(None)`: neither header;
+    /// `Some(Some(n))`: that length, as [`content_length_for_framing`] finds
+    /// it. `None` when the full rules must decide.
+    pub(crate) fn plain(&self) -> Option<Option<usize>> {
+        if self.transfer_encoding {
+            return None;
+        }
+        match self.content_length_lines {
+            0 => Some(None),
+            1 => self
+                .content_length
+                .and_then(|n| usize::try_from(n).ok())
+                .map(Some),
+            _ => None,
+        }
+    }
+}
+
 /// Reconcile every `Content-Length` value (across duplicate header lines and
 /// comma-separated lists) into a single value, mirroring the behavior of
 /// hyper's `content_length_parse_all`

@@ -111,6 +111,10 @@ pub struct HttpSession {
     response_written: Option<Box<ResponseHeader>>,
     /// The parsed request header
     request_header: Option<Box<RequestHeader>>,
+    // colorgate patch 28: the request header's framing as read, when it is
+    // plain (see `FramingScan::plain`) and the header has not been lent out
+    // mutably since: known without looking either framing header up.
+    plain_framing: Option<Option<usize>>,
     /// An internal buffer that holds a copy of the request body up to a certain size
     retry_buffer: Option<FixedBuffer>,
     /// Whether this session is an upgraded session. This flag is calculated when sending the
@@ -188,6 +192,7 @@ impl HttpSession {
             update_resp_headers: true,
             response_written: None,
             request_header: None,
+            plain_framing: None,
             read_timeout: Some(Duration::from_secs(60)),
             write_timeout: None,
             total_drain_timeout: None,
@@ -386,10 +391,14 @@ impl HttpSession {
                         };
                         let buf = buf.freeze();
 
+                        // colorgate patch 28: the framing headers are noticed
+                        // here rather than looked up.
+                        let mut framing = FramingScan::default();
                         for header in header_refs {
                             let header_name = header.get_name_bytes(&buf);
-                            let header_name = header_name.into_case_header_name();
                             let value_bytes = header.get_value_bytes(&buf);
+                            framing.note(&header_name, &value_bytes);
+                            let header_name = header_name.into_case_header_name();
                             // safe because this is from what we parsed
                             let header_value = unsafe {
                                 http::HeaderValue::from_maybe_shared_unchecked(value_bytes)
@@ -400,10 +409,8 @@ impl HttpSession {
                                 .or_err(InvalidHTTPHeader, "while parsing request header")?;
                         }
 
-                        let contains_transfer_encoding =
-                            request_header.headers.contains_key(TRANSFER_ENCODING);
-                        let contains_content_length =
-                            request_header.headers.contains_key(CONTENT_LENGTH);
+                        let contains_transfer_encoding = framing.has_transfer_encoding();
+                        let contains_content_length = framing.has_content_length();
 
                         // Transfer encoding overrides content length, so when
                         // both are present, we can remove content length. This
@@ -420,6 +427,7 @@ impl HttpSession {
                         self.buf = buf;
                         self.preread_body = Some(preread_body);
                         self.request_header = Some(request_header);
+                        self.plain_framing = framing.plain();
 
                         self.body_reader.reinit();
                         self.pipelined_idle_bytes_stashed = false;
@@ -491,6 +499,11 @@ impl HttpSession {
         // Reject an ambiguous authority before anything routes on it.
         validate_request_authority(req_header)?;
 
+        // colorgate patch 28: a plain framing passes everything below.
+        if self.plain_framing.is_some() {
+            return Ok(());
+        }
+
         // Validate/reconcile Content-Length per RFC 9110 section 8.6 (hyper
         // parity): identical duplicates and comma-combined identical values are
         // accepted and collapsed; differing or unparseable values are rejected.
@@ -530,9 +543,23 @@ impl HttpSession {
     /// # Panics
     /// this function and most other functions will panic if called before [`Self::read_request()`]
     pub fn req_header_mut(&mut self) -> &mut RequestHeader {
+        // colorgate patch 28: whoever borrows it may add a framing header.
+        self.plain_framing = None;
         self.request_header
             .as_mut()
             .expect("Request header is not read yet")
+    }
+
+    /// colorgate patch 28: take the request header as read, leaving a copy
+    /// in its place. Unlike replacing it through [`Self::req_header_mut`],
+    /// the session keeps what reading it found about its framing, since the
+    /// copy says the same.
+    pub fn take_req_header_keep_copy(&mut self) -> RequestHeader {
+        let copy = self.req_header().clone();
+        let plain_framing = self.plain_framing;
+        let taken = std::mem::replace(self.req_header_mut(), copy);
+        self.plain_framing = plain_framing;
+        taken
     }
 
     /// Get the header value for the given header name
@@ -1141,6 +1168,10 @@ impl HttpSession {
                 // if upgraded _post_ 101 (and body was not init yet)
                 // treat as upgraded body (pass through until closed)
                 self.body_reader.init_close_delimited_owned(preread_body);
+            } else if let Some(content_length) = self.plain_framing {
+                // colorgate patch 28: as below, without the lookups.
+                self.body_reader
+                    .init_content_length_owned(content_length.unwrap_or(0), preread_body);
             } else if self.is_chunked_encoding() {
                 // if chunked encoding, content-length should be ignored
                 self.body_reader.init_chunked_owned(preread_body);
