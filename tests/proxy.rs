@@ -1058,6 +1058,42 @@ fn framing_headers_in_any_case_frame_the_body_and_nothing_else() {
 // Keep-alive, client side and upstream side.
 // ---------------------------------------------------------------------------
 
+/// However the upstream frames its answer (a length in any spelling, chunks,
+/// or the end of its connection), the client gets all of it and the next
+/// request its own answer. Pingora notices plain framing while parsing the
+/// answer (vendor/README.md, patch 28); a length it missed would read as "until
+/// the upstream closes", and the request would hang.
+#[test]
+fn every_upstream_framing_delivers_the_whole_answer() {
+    let upstream = Upstream::start();
+    let gw = config(&upstream).start();
+    let mut conn = gw.conn();
+
+    let paths = [
+        "/x/shouting-length",
+        "/x/chunked-answer",
+        "/x/unframed-answer",
+        "/x/plain",
+    ];
+    for path in paths {
+        let resp = conn.send("GET", path, &[], b"");
+        assert_eq!(resp.status, 200, "{path}");
+        assert_eq!(resp.json()["uri"], path, "{path}");
+    }
+
+    let sent = upstream.requests();
+    let uris: Vec<_> = sent.iter().map(|r| r.uri.as_str()).collect();
+    assert_eq!(uris, paths);
+    // Framed answers leave their connection reusable; one ended by closing
+    // leaves none.
+    assert_eq!(sent[0].conn, sent[1].conn, "after a length in capitals");
+    assert_eq!(sent[1].conn, sent[2].conn, "after a chunked answer");
+    assert_ne!(
+        sent[2].conn, sent[3].conn,
+        "after an answer ended by closing"
+    );
+}
+
 #[test]
 fn several_requests_on_one_client_connection_all_succeed() {
     let upstream = Upstream::start();

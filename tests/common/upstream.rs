@@ -6,6 +6,9 @@
 //! - `/slow/<ms>`: sleep `ms` before answering (timeouts, in-flight caps, graceful upgrade);
 //! - `/status/<code>`: answer that status (bodiless for 204/304; avoid 1xx);
 //! - `/big/<n>`: answer `n` bytes of `x` as application/octet-stream;
+//! - `/shouting-length`, `/chunked-answer`, `/unframed-answer`: frame the answer with
+//!   `CONTENT-LENGTH` in capitals; in chunks, announced as `transfer-ENCODING: chunked`;
+//!   or by closing the connection after it (no length, `Connection: close`);
 //! - `/hangup`: answer as usual, keep-alive, then send FIN (an upstream whose keep-alive
 //!   timer fired while the connection sat idle in the gateway's pool). The read side stays
 //!   open, so a request the gateway still sends on it is recorded (and never answered);
@@ -13,7 +16,7 @@
 //!   `{"ok":true,"method":..,"uri":..,"headers":{lowercase name: value},"body_len":N}`
 //!   (repeated headers are joined with ", ").
 
-use super::http::{find_header, lowercase_names, read_body, read_header_lines, read_line};
+use super::http::{chunked, find_header, lowercase_names, read_body, read_header_lines, read_line};
 use std::collections::HashMap;
 use std::io::{BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -216,11 +219,21 @@ fn serve(sh: &Shared, stream: TcpStream, conn: usize) {
             "HTTP/1.1 {status} {}\r\n",
             if status < 400 { "OK" } else { "Error" }
         );
+        let chunks = req.uri.contains("/chunked-answer");
+        let unframed = req.uri.contains("/unframed-answer");
+        let close = close || unframed;
         if status != 204 && status != 304 {
-            head += &format!(
-                "Content-Type: {ctype}\r\nContent-Length: {}\r\n",
-                payload.len()
-            );
+            head += &format!("Content-Type: {ctype}\r\n");
+            if chunks {
+                head += "transfer-ENCODING: chunked\r\n";
+            } else if !unframed {
+                let name = if req.uri.contains("/shouting-length") {
+                    "CONTENT-LENGTH"
+                } else {
+                    "Content-Length"
+                };
+                head += &format!("{name}: {}\r\n", payload.len());
+            }
         }
         if req.uri.contains("/mixed-case") {
             // One name no one would choose, one standard name in lowercase.
@@ -238,7 +251,11 @@ fn serve(sh: &Shared, stream: TcpStream, conn: usize) {
             thread::sleep(Duration::from_millis(50));
         }
         if req.method != "HEAD" && status != 204 && status != 304 {
-            bytes.extend(payload);
+            if chunks {
+                bytes.extend(chunked(&payload, 16));
+            } else {
+                bytes.extend(payload);
+            }
         }
         if req.uri.contains("/overlong") {
             // Bytes past the Content-Length, as a broken upstream sends them.
