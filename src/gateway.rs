@@ -39,6 +39,7 @@ pub struct TlsSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessSettings {
     pub threads: usize,
+    pub work_stealing: bool,
     pub pid_file: String,
     pub upgrade_sock: String,
     pub grace_period: Duration,

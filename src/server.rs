@@ -42,22 +42,7 @@ pub fn run(
     // times per request (vendor/README.md, patch 27).
     pingora_core::protocols::l4::stream::set_pending_time_tracking(false);
     let p = &gw.process;
-    let conf = ServerConf {
-        threads: p.threads,
-        pid_file: p.pid_file.clone(),
-        upgrade_sock: p.upgrade_sock.clone(),
-        // Drain for the configured time, never Pingora's 300 s default.
-        grace_period_seconds: Some(p.grace_period.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(p.grace_period.as_secs().max(1)),
-        upstream_keepalive_pool_size: p.keepalive_pool,
-        daemon: mode.daemon,
-        // The launcher of `run -d` returns once the daemon has bootstrapped
-        // (pid file written, listening sockets taken over on -u): Pingora's
-        // daemon_wait_for_ready, with the race in 0.9.1's launcher fixed in
-        // vendor/pingora-core (vendor/README.md, patch 5).
-        daemon_wait_for_ready: mode.daemon,
-        ..ServerConf::default()
-    };
+    let conf = server_conf(p, mode);
     let opt = Opt {
         upgrade: mode.upgrade,
         daemon: mode.daemon,
@@ -212,6 +197,27 @@ impl ShutdownSignalWatch for Signals {
     }
 }
 
+/// Pingora's settings for the process settings of the config.
+fn server_conf(p: &crate::gateway::ProcessSettings, mode: StartMode) -> ServerConf {
+    ServerConf {
+        threads: p.threads,
+        pid_file: p.pid_file.clone(),
+        upgrade_sock: p.upgrade_sock.clone(),
+        // Drain for the configured time, never Pingora's 300 s default.
+        grace_period_seconds: Some(p.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(p.grace_period.as_secs().max(1)),
+        upstream_keepalive_pool_size: p.keepalive_pool,
+        daemon: mode.daemon,
+        // The launcher of `run -d` returns once the daemon has bootstrapped
+        // (pid file written, listening sockets taken over on -u): Pingora's
+        // daemon_wait_for_ready, with the race in 0.9.1's launcher fixed in
+        // vendor/pingora-core (vendor/README.md, patch 5).
+        daemon_wait_for_ready: mode.daemon,
+        work_stealing: p.work_stealing,
+        ..ServerConf::default()
+    }
+}
+
 /// Used by `check`, `run` and reload: what a new config would change that
 /// only a restart (`-u`) can apply.
 pub fn restart_only_changes(old: &Gateway, new: &Gateway) -> Vec<&'static str> {
@@ -222,6 +228,9 @@ pub fn restart_only_changes(old: &Gateway, new: &Gateway) -> Vec<&'static str> {
     }
     if a.threads != b.threads {
         out.push("server.threads");
+    }
+    if a.work_stealing != b.work_stealing {
+        out.push("server.work_stealing");
     }
     if a.admin != b.admin {
         out.push("server.admin");
@@ -237,6 +246,7 @@ pub fn restart_only_changes(old: &Gateway, new: &Gateway) -> Vec<&'static str> {
 
 #[cfg(test)]
 mod tests {
+    use super::{server_conf, StartMode};
     use pingora_core::protocols::l4::stream::{set_pending_time_tracking, Stream};
     use pingora_core::protocols::GetTimingDigest;
     use std::time::Duration;
@@ -269,5 +279,23 @@ mod tests {
                 assert_eq!(added, Duration::ZERO, "tracking off");
             }
         }
+    }
+
+    /// `server.work_stealing` reaches Pingora's settings; Pingora's default
+    /// (work stealing on) is ours when the key is left out.
+    #[test]
+    fn work_stealing_is_pingoras_setting_and_on_by_default() {
+        let conf = |server: &str| {
+            let yaml = format!(
+                "server:\n{server}upstreams:\n  app:\n    servers: [\"127.0.0.1:9\"]\n\
+                 routes:\n  - path: /\n    upstream: app\n    auth: none\n"
+            );
+            let gw = crate::config::load_str(&yaml, std::path::Path::new("t.yaml"), None)
+                .unwrap_or_else(|e| panic!("{e}"));
+            server_conf(&gw.process, StartMode::default())
+        };
+        assert!(conf("  threads: 2\n").work_stealing);
+        assert!(!conf("  work_stealing: false\n").work_stealing);
+        assert!(conf("  work_stealing: true\n").work_stealing);
     }
 }

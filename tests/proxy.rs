@@ -1094,6 +1094,29 @@ fn every_upstream_framing_delivers_the_whole_answer() {
     );
 }
 
+/// `server.work_stealing: false`: one runtime per thread, each connection
+/// staying on the thread that accepted it. Several keep-alive connections
+/// at once all get their answers, on both threads.
+#[test]
+fn per_thread_runtimes_serve_every_connection() {
+    let upstream = Upstream::start();
+    let gw = config(&upstream)
+        .server("threads", "2")
+        .server("work_stealing", "false")
+        .start();
+
+    let mut conns: Vec<_> = (0..8).map(|_| gw.conn()).collect();
+    for round in 0..3 {
+        for (i, conn) in conns.iter_mut().enumerate() {
+            let path = format!("/pinned/{i}?round={round}");
+            let resp = conn.send("GET", &path, &[], b"");
+            assert_eq!(resp.status, 200, "{path}");
+            assert_eq!(resp.json()["uri"], path);
+        }
+    }
+    assert_eq!(upstream.requests().len(), 24);
+}
+
 #[test]
 fn several_requests_on_one_client_connection_all_succeed() {
     let upstream = Upstream::start();

@@ -382,11 +382,13 @@ fn a_reload_that_needs_a_restart_says_so_and_applies_the_rest() {
     let cfg = config(&upstream);
     let mut gw = cfg.start();
 
-    // A new listener and thread count need `-u`; the header applies now.
+    // A new listener, thread count and runtime kind need `-u`; the header
+    // applies now.
     let other = common::free_port();
     let changed = cfg
         .clone()
         .server("threads", "2")
+        .server("work_stealing", "false")
         .section(
             "listeners",
             &format!(
@@ -406,6 +408,7 @@ fn a_reload_that_needs_a_restart_says_so_and_applies_the_rest() {
         e.contains("server.threads changed").then_some(e)
     });
     assert!(stderr.contains("listeners changed"), "{stderr}");
+    assert!(stderr.contains("server.work_stealing changed"), "{stderr}");
     assert!(stderr.contains("colorgate run -u"), "{stderr}");
     assert!(
         Conn::try_open(other).is_err(),

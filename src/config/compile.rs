@@ -388,6 +388,7 @@ fn process_settings(
         .max(1);
     ok.then(|| ProcessSettings {
         threads: s.threads,
+        work_stealing: s.work_stealing,
         pid_file: s.pid_file.clone(),
         upgrade_sock: s.upgrade_sock.clone(),
         grace_period: s.grace_period.0,

@@ -41,6 +41,9 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct Server {
     pub threads: usize,
+    /// Pingora's `work_stealing`: false runs one runtime per thread, each
+    /// connection staying on the thread that took it, as nginx's workers.
+    pub work_stealing: bool,
     pub pid_file: String,
     pub upgrade_sock: String,
     pub grace_period: Dur,
@@ -52,6 +55,7 @@ impl Default for Server {
     fn default() -> Self {
         Server {
             threads: 2,
+            work_stealing: true,
             pid_file: "/tmp/colorgate.pid".into(),
             upgrade_sock: "/tmp/colorgate_upgrade.sock".into(),
             grace_period: Dur(Duration::from_secs(30)),
