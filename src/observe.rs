@@ -30,7 +30,7 @@ pub struct RequestRecord<'a> {
 pub fn record(s: &Session, r: RequestRecord<'_>, status: u16, log: &AccessLog) {
     count(r.counters, status, r.deny);
     if r.log {
-        log.write(line(s, &r, status));
+        log.write_with(|o| write_line(s, &r, status, o));
     }
 }
 
@@ -69,9 +69,7 @@ pub fn record_unreadable(
         user_agent: None,
         x_forwarded_for: None,
     };
-    let mut o = String::with_capacity(384);
-    fields.write_json(&mut o);
-    log.write(o);
+    log.write_with(|o| fields.write_json(o));
 }
 
 /// `colorgate_requests_total` for the answer and, for a refusal,
@@ -86,7 +84,7 @@ fn count(counters: &crate::metrics::RequestCounters, status: u16, deny: Option<&
     }
 }
 
-fn line(s: &Session, r: &RequestRecord<'_>, status: u16) -> String {
+fn write_line(s: &Session, r: &RequestRecord<'_>, status: u16, o: &mut String) {
     let req = s.req_header();
     let header_len = match s.as_downstream() {
         HttpSession::H1(h1) => h1.get_headers_raw_bytes().len() as u64,
@@ -133,9 +131,7 @@ fn line(s: &Session, r: &RequestRecord<'_>, status: u16) -> String {
         user_agent: header(has_user_agent, &http::header::USER_AGENT),
         x_forwarded_for: header(has_xff, xff_name),
     };
-    let mut o = String::with_capacity(512);
-    fields.write_json(&mut o);
-    o
+    fields.write_json(o);
 }
 
 /// Everything one access-log line says, as plain values (CONTRACT §4).

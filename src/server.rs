@@ -185,7 +185,9 @@ impl ShutdownSignalWatch for Signals {
                 },
                 _ = usr1.recv() => {
                     log::info!("SIGUSR1: reopening the access log");
-                    self.access_log.reopen();
+                    // Waits (briefly) for the writer thread: off the runtime's worker.
+                    let log = self.access_log.clone();
+                    let _ = tokio::task::spawn_blocking(move || log.reopen()).await;
                 }
                 // The log is flushed when the drain ends (after `run`), not
                 // here: the new process is waiting for the sockets.
