@@ -1118,6 +1118,32 @@ fn per_thread_runtimes_serve_every_connection() {
 }
 
 #[test]
+fn per_thread_runtimes_reuse_each_others_idle_upstream_connections() {
+    // Client connections are handed to the two runtimes in turn, and each
+    // thread parks the upstream connections it used in its own list. A
+    // thread whose list is empty takes another's rather than connect anew:
+    // sequential requests on fresh client connections need one or two
+    // upstream connections, not one each.
+    let upstream = Upstream::start();
+    let gw = config(&upstream)
+        .server("threads", "2")
+        .server("work_stealing", "false")
+        .start();
+
+    let n = 12;
+    for i in 0..n {
+        assert_eq!(gw.get(&format!("/turns/{i}")).status, 200, "request {i}");
+    }
+    let reqs = upstream.wait_for_requests(n, IO_TIMEOUT);
+    assert_eq!(reqs.len(), n);
+    assert!(
+        upstream.connections() <= 2,
+        "{n} requests used {} upstream connections",
+        upstream.connections()
+    );
+}
+
+#[test]
 fn several_requests_on_one_client_connection_all_succeed() {
     let upstream = Upstream::start();
     let gw = config(&upstream).start();

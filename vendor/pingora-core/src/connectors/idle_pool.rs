@@ -14,10 +14,18 @@
 //! a connection. A connection the peer closed while idle keeps its descriptor
 //! until it is taken, evicted, or expires at a later `get`/`put`; the list is
 //! bounded, so at most `capacity` descriptors wait that way.
+//!
+//! The list is kept per thread, as nginx keeps its cache per worker process:
+//! a request takes and returns connections on its own thread's list, so
+//! neither the lock nor the entries move between cores on every request,
+//! and with per-thread runtimes (`work_stealing: false`) a connection stays
+//! with the runtime whose reactor drives its socket. `capacity` bounds each
+//! thread's list, as nginx's `keepalive` bounds each worker's cache.
 
 use crate::protocols::Stream;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 struct Idle {
@@ -29,8 +37,24 @@ struct Idle {
 
 pub(crate) struct IdlePool {
     capacity: usize,
-    /// Oldest first; requests take the newest for their key (LIFO, as nginx).
-    idle: Mutex<VecDeque<Idle>>,
+    /// One list per thread (threads past `SHARDS` share); each oldest
+    /// first, requests take the newest for their key (LIFO, as nginx).
+    shards: Box<[Shard]>,
+}
+
+/// Threads that use a pool get lists of their own, up to this many.
+const SHARDS: usize = 64;
+
+/// A cache line (or two) of its own, so that two threads' locks never share one.
+#[repr(align(128))]
+struct Shard(Mutex<VecDeque<Idle>>);
+
+/// Threads that have used a pool so far.
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's list in every pool, numbered in the order threads first use one.
+    static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
 }
 
 /// What `put` pushed out of the pool: closed after the lock is released.
@@ -43,8 +67,15 @@ impl IdlePool {
     pub(crate) fn new(capacity: usize) -> Self {
         IdlePool {
             capacity,
-            idle: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
+            shards: (0..SHARDS)
+                .map(|_| Shard(Mutex::new(VecDeque::new())))
+                .collect(),
         }
+    }
+
+    /// The calling thread's list.
+    fn idle(&self) -> &Mutex<VecDeque<Idle>> {
+        &self.shards[SHARD.with(|s| *s)].0
     }
 
     /// Park `stream` under `key`. A full pool drops its oldest connection.
@@ -62,7 +93,7 @@ impl IdlePool {
             deadline: timeout.map(|t| now + t),
             stream,
         };
-        let mut idle = self.idle.lock();
+        let mut idle = self.idle().lock();
         let oldest = (idle.len() >= self.capacity)
             .then(|| idle.pop_front())
             .flatten();
@@ -75,11 +106,27 @@ impl IdlePool {
     }
 
     /// The most recently parked connection for `key` that has not expired
-    /// and that the peer has not closed. Dead ones met on the way are closed.
+    /// and that the peer has not closed, from this thread's list or, when
+    /// that has none, another thread's (a request whose task moved to
+    /// another thread returned its connection there; connecting anew instead
+    /// would overfill that list and churn connections). Dead ones met on the
+    /// way are closed.
     pub(crate) fn get(&self, key: u64, usable: impl Fn(&mut Stream) -> bool) -> Option<Stream> {
+        let own = SHARD.with(|s| *s);
+        let threads = NEXT.load(Ordering::Relaxed).clamp(1, SHARDS);
+        (0..threads)
+            .map(|k| &self.shards[(own + k) % threads].0)
+            .find_map(|idle| Self::take(idle, key, &usable))
+    }
+
+    fn take(
+        idle: &Mutex<VecDeque<Idle>>,
+        key: u64,
+        usable: &impl Fn(&mut Stream) -> bool,
+    ) -> Option<Stream> {
         loop {
             let now = Instant::now();
-            let mut idle = self.idle.lock();
+            let mut idle = idle.lock();
             let mut expired = Vec::new();
             while idle
                 .front()
@@ -144,6 +191,6 @@ mod tests {
         pool.put(1, b, None);
         pb.shutdown().await.unwrap();
         assert!(pool.get(1, |_| false).is_none());
-        assert!(pool.idle.lock().is_empty());
+        assert!(pool.idle().lock().is_empty());
     }
 }
