@@ -33,7 +33,7 @@ pub enum Reject {
     Internal,
 }
 
-/// The error codes, in the order of [`Reject::index`].
+/// The error codes, in the order of `Reject`'s variants (`Reject::index`).
 pub const CODES: [&str; 11] = [
     "bad_request",
     "unauthorized",

@@ -1,5 +1,5 @@
 //! Loading a config file: parse (strict, with key paths), then compile it
-//! into the runtime [`Gateway`](crate::gateway::Gateway). Start-up, `check`
+//! into the runtime [`Gateway`]. Start-up, `check`
 //! and every reload go through [`load`], so they accept and refuse exactly
 //! the same files.
 

@@ -44,7 +44,7 @@ pub trait IntoCaseHeaderName {
     /// insert; a [`CaseHeader`] was parsed once, when it was made.
     ///
     /// The spelling is `None` when it is known to be the default one
-    /// ([`default_case`]): a header set that has kept no spelling yet then
+    /// (`default_case`): a header set that has kept no spelling yet then
     /// need not compare it, and one that has makes it only then.
     fn into_header_names(self) -> Option<(HeaderName, Option<CaseHeaderName>)>
     where
