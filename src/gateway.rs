@@ -89,6 +89,8 @@ pub struct Gateway {
     pub max_body_size: u64,
     pub max_header_size: usize,
     pub keepalive_timeout: Duration,
+    /// nginx's `client_header_timeout`; process-wide (`server::apply_header_timeout`).
+    pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub send_timeout: Duration,
     pub response_headers: Vec<(CaseHeader, HeaderValue)>,

@@ -35,18 +35,18 @@ pub fn record(s: &Session, r: RequestRecord<'_>, status: u16, log: &AccessLog) {
 }
 
 /// Count and log a request Pingora refused while reading its header, so
-/// before a route, a method or a URI was known (nginx logs these too).
-/// `peer` is the client as far as we can tell: no header was read to say
-/// otherwise.
+/// before a route, a method or a URI was known (nginx logs these too):
+/// `deny` is `malformed` or `header_timeout`. `peer` is the client as far
+/// as we can tell: no header was read to say otherwise.
 pub fn record_unreadable(
     gw: &crate::gateway::Gateway,
     peer: Option<IpAddr>,
     request_id: &str,
-    status: u16,
+    (status, deny): (u16, &str),
     bytes_sent: u64,
     log: &AccessLog,
 ) {
-    count(&gw.unrouted, status, Some("malformed"));
+    count(&gw.unrouted, status, Some(deny));
     let fields = LogLine {
         time: SystemTime::now(),
         request_id,
@@ -64,7 +64,7 @@ pub fn record_unreadable(
         upstream_time: None,
         user_id: None,
         auth: "none",
-        deny: Some("malformed"),
+        deny: Some(deny),
         referer: None,
         user_agent: None,
         x_forwarded_for: None,

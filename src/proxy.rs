@@ -604,8 +604,20 @@ impl ProxyHttp for Proxy {
         };
         let peer = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         let sent = answer.1.len() as u64;
-        crate::observe::record_unreadable(&gw, peer, &id, reject.status(), sent, &self.access_log);
+        let status = (reject.status(), "malformed");
+        crate::observe::record_unreadable(&gw, peer, &id, status, sent, &self.access_log);
         answer
+    }
+
+    /// A client that sent part of a header and not the rest within
+    /// `limits.header_timeout` (a slowloris): closed without an answer and
+    /// logged as 408, as nginx does on `client_header_timeout`.
+    fn request_header_timed_out(&self, s: &HttpSession, _e: &Error) {
+        let gw = self.gateway.load();
+        let peer = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let id = respond::new_request_id();
+        let status = (408, "header_timeout");
+        crate::observe::record_unreadable(&gw, peer, &id, status, 0, &self.access_log);
     }
 
     async fn fail_to_proxy(&self, s: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {

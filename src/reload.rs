@@ -44,6 +44,7 @@ impl Reloader {
                 if new.access_log_path != old.access_log_path {
                     access_log.set_path(&new.access_log_path);
                 }
+                crate::server::apply_header_timeout(&new);
                 self.gateway.store(Arc::new(new));
                 m.reloads.with_label_values(&["ok"]).inc();
                 log::info!("reload: {} applied", self.file.display());

@@ -41,6 +41,7 @@ pub fn run(
     // (Pingora's timing digest), and keeping them reads the clock four
     // times per request (vendor/README.md, patch 27).
     pingora_core::protocols::l4::stream::set_pending_time_tracking(false);
+    apply_header_timeout(&gw);
     let p = &gw.process;
     let conf = server_conf(p, mode);
     let opt = Opt {
@@ -221,6 +222,13 @@ fn server_conf(p: &crate::gateway::ProcessSettings, mode: StartMode) -> ServerCo
 }
 
 /// Used by `check`, `run` and reload: what a new config would change that
+/// `limits.header_timeout`, which Pingora applies while it reads a header,
+/// before any hook of ours runs (vendor/README.md, patch 32): set at start
+/// and by every reload.
+pub fn apply_header_timeout(gw: &Gateway) {
+    pingora_core::protocols::http::v1::server::set_header_timeout(Some(gw.header_timeout));
+}
+
 /// only a restart (`-u`) can apply.
 pub fn restart_only_changes(old: &Gateway, new: &Gateway) -> Vec<&'static str> {
     let (a, b) = (&old.process, &new.process);

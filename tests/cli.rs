@@ -323,6 +323,19 @@ fn check_refuses_a_max_header_size_pingora_cannot_honour() {
 }
 
 #[test]
+fn check_refuses_a_header_timeout_of_zero() {
+    let conf = ShippedConf::new();
+    let file = conf.variant("ht.yaml", &[("header_timeout: 60s", "header_timeout: 0s")]);
+
+    assert_check_fails_with(
+        &file,
+        &[format!(
+            "{file}: limits.header_timeout: must be more than 0"
+        )],
+    );
+}
+
+#[test]
 fn check_refuses_a_certificate_that_does_not_parse() {
     let conf = ShippedConf::new();
     fs::write(conf.path("tls/cert.pem"), "not a certificate\n").unwrap();

@@ -382,6 +382,86 @@ fn a_request_pingora_cannot_read_is_logged_and_counted_as_malformed() {
 }
 
 #[test]
+fn a_header_that_trickles_in_is_cut_off_at_the_header_timeout_and_logged_as_408() {
+    // A slowloris: each byte comes well within any per-read timeout, the
+    // header never ends. nginx's client_header_timeout bounds the whole header.
+    let upstream = Upstream::start();
+    let gw = config(&upstream)
+        .section("limits", "header_timeout: 1s")
+        .start();
+
+    let mut conn = gw.conn();
+    conn.write(b"GET /trickle HTTP/1.1\r\nHost: a\r\n");
+    let sent = conn.trickle_header(50);
+    assert!(
+        sent.is_some(),
+        "still open after 5 s of a 1 s header timeout"
+    );
+
+    let lines = gw.wait_access_log(1, SETTLE);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["status"], 408);
+    assert_eq!(lines[0]["deny"], "header_timeout");
+    assert_eq!(lines[0]["bytes_sent"], 0);
+    assert!(lines[0]["route"].is_null(), "{}", lines[0]);
+    assert!(upstream.requests().is_empty());
+    assert_eq!(
+        wait_metric(
+            &gw,
+            "colorgate_denied_total",
+            &[("reason", "header_timeout")],
+            1.0
+        ),
+        1.0
+    );
+    let labels = [("route", ""), ("status", "408")];
+    assert_eq!(
+        metric(&scrape(&gw), "colorgate_requests_total", &labels),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn on_a_kept_alive_connection_the_header_timeout_starts_with_the_header() {
+    // The wait between two requests is the keep-alive timeout's; the next
+    // header then has the whole header timeout. A new connection that sends
+    // nothing is closed at the header timeout, and is not a request.
+    let upstream = Upstream::start();
+    let gw = config(&upstream)
+        .section("limits", "header_timeout: 1s\nkeepalive_timeout: 30s")
+        .start();
+
+    let mut idle = gw.conn();
+    let mut conn = gw.conn();
+    assert_eq!(conn.send("GET", "/first", &[], b"").status, 200);
+    assert!(
+        idle.peer_closed(Duration::from_secs(5)),
+        "a connection that sent nothing outlived the header timeout"
+    );
+    // Idle longer than the header timeout, within the keep-alive timeout.
+    assert!(!conn.peer_closed(Duration::from_millis(1500)));
+    assert_eq!(conn.send("GET", "/second", &[], b"").status, 200);
+
+    conn.write(b"GET /third HTTP/1.1\r\nHost: a\r\n");
+    assert!(conn.trickle_header(50).is_some());
+    let lines = gw.wait_access_log(3, SETTLE);
+    let seen: Vec<_> = lines
+        .iter()
+        .map(|l| (l["uri"].as_str().unwrap_or(""), l["status"].as_u64()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("/first", Some(200)),
+            ("/second", Some(200)),
+            ("", Some(408))
+        ],
+        "the idle connection is not logged"
+    );
+    assert_eq!(upstream.requests().len(), 2);
+}
+
+#[test]
 fn behind_a_trusted_proxy_client_ip_and_request_id_come_from_its_headers() {
     let upstream = Upstream::start();
     let gw = config(&upstream)

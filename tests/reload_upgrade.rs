@@ -269,6 +269,30 @@ fn rate_limit_state_survives_a_reload_that_does_not_touch_the_zone() {
 }
 
 #[test]
+fn a_reload_applies_a_new_header_timeout_to_the_headers_read_after_it() {
+    let upstream = Upstream::start();
+    let cfg = config(&upstream).section("limits", "header_timeout: 60s");
+    let mut gw = cfg.start();
+
+    let shorter = cfg
+        .clone()
+        .section("limits", "header_timeout: 1s")
+        .section("headers", "response:\n  X-Reloaded: \"yes\"\n");
+    std::fs::write(cfg.dir().join("colorgate.yaml"), shorter.yaml()).unwrap();
+    gw.signal(libc::SIGHUP);
+    eventually(Duration::from_secs(5), || {
+        gw.get("/x").header("x-reloaded").map(|_| ())
+    });
+
+    let mut conn = gw.conn();
+    conn.write(b"GET /slow HTTP/1.1\r\nHost: a\r\n");
+    assert!(
+        conn.trickle_header(50).is_some(),
+        "still open after 5 s of a header timeout reloaded to 1 s"
+    );
+}
+
+#[test]
 fn upgrade_with_u_hands_over_every_listener_and_loses_no_request() {
     let upstream = Upstream::start();
     let cfg = config(&upstream);

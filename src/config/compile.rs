@@ -191,6 +191,12 @@ pub fn compile(
     if cfg.limits.max_connections_per_ip.is_some() {
         log::warn!("limits.max_connections_per_ip is accepted but not enforced by this version");
     }
+    if cfg.limits.header_timeout.0.is_zero() {
+        errs.push(ConfigError::new(
+            "limits.header_timeout",
+            "must be more than 0",
+        ));
+    }
     if cfg.concurrency.per_user == Some(0) {
         errs.push(ConfigError::new(
             "concurrency.per_user",
@@ -263,6 +269,7 @@ pub fn compile(
         max_body_size: cfg.limits.max_body_size.0,
         max_header_size: usize::try_from(max_header_size).unwrap_or(usize::MAX),
         keepalive_timeout: cfg.limits.keepalive_timeout.0,
+        header_timeout: cfg.limits.header_timeout.0,
         body_timeout: cfg.limits.body_timeout.0,
         send_timeout: cfg.limits.send_timeout.0,
         response_headers,

@@ -289,6 +289,19 @@ impl Conn {
     pub fn read_response(&mut self, head: bool) -> Response {
         read_response(&mut self.reader, head)
     }
+    /// Sends one more header line every 100 ms (the wait for the gateway to
+    /// hang up is the pause) until the gateway closes the connection: the
+    /// number of lines sent, or `None` if it was still open after `max` lines.
+    /// Start a request's header first; this never ends it (a slowloris).
+    pub fn trickle_header(&mut self, max: usize) -> Option<usize> {
+        for i in 0..max {
+            if self.peer_closed(Duration::from_millis(100)) {
+                return Some(i);
+            }
+            self.write(format!("X-Pad-{i}: x\r\n").as_bytes());
+        }
+        None
+    }
     /// True if the peer closes (EOF or reset) within `wait`; false if the socket stays open
     /// or unread bytes are waiting.
     pub fn peer_closed(&mut self, wait: Duration) -> bool {

@@ -360,6 +360,11 @@ where
                         .unwrap_or_else(|e| {
                             error!("failed to send error response to downstream: {e}");
                         });
+                } else if matches!(e.etype, ReadTimedout) {
+                    // colorgate patch: a slow client, not a broken connection
+                    // (see `ProxyHttp::request_header_timed_out`).
+                    debug!("Fail to proxy: {e}");
+                    self.inner.request_header_timed_out(&downstream_session, &e);
                 } else {
                     // otherwise the connection must be broken, no need to send anything
                     error!(

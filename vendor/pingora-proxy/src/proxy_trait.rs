@@ -650,6 +650,13 @@ pub trait ProxyHttp {
         (HttpSession::generate_error(400), bytes::Bytes::new())
     }
 
+    /// colorgate patch: a request whose header did not arrive within the
+    /// header timeout (`pingora_core::protocols::http::v1::server::set_header_timeout`),
+    /// before any other hook runs. The connection is then closed without an
+    /// answer, as nginx closes it on `client_header_timeout`. The default
+    /// does nothing.
+    fn request_header_timed_out(&self, _session: &HttpSession, _e: &Error) {}
+
     /// This filter is called when the request encounters a fatal error.
     ///
     /// Users may write an error response to the downstream if the downstream is still writable.

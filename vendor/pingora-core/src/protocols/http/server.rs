@@ -326,6 +326,14 @@ impl Session {
 
     /// Set connection reuse. `duration` defines how long the connection is kept open for the next
     /// request to reuse. Noop for h2 and subrequest
+    /// colorgate patch: see `v1::server::HttpSession::set_fresh_connection`.
+    /// Only HTTP/1 sessions have a header timeout of their own.
+    pub fn set_fresh_connection(&mut self) {
+        if let Self::H1(s) = self {
+            s.set_fresh_connection();
+        }
+    }
+
     pub fn set_keepalive(&mut self, duration: Option<u64>) {
         match self {
             Self::H1(s) => s.set_server_keepalive(duration),

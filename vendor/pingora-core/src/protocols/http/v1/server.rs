@@ -29,7 +29,8 @@ use pingora_timeout::timeout;
 use regex::bytes::Regex;
 use std::any::Any;
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::body::{BodyReader, BodyWriter};
@@ -73,6 +74,30 @@ impl ProxyTaskState {
     }
 }
 
+// colorgate patch: see `set_header_timeout`. Milliseconds; 0 = none.
+static HEADER_TIMEOUT_MS: AtomicU64 = AtomicU64::new(0);
+
+/// How long a request header may take to arrive (nginx's
+/// `client_header_timeout`): on a new connection from its start, on a
+/// reused one from when the first part of the header arrived. A client that
+/// has sent part of a header when it runs out gets [`ReadTimedout`]; a new
+/// connection that sent nothing is closed as an idle one. `None` (the
+/// default) keeps Pingora's timeout per read. Process-wide; takes effect for
+/// headers read from then on.
+pub fn set_header_timeout(t: Option<Duration>) {
+    let ms = t.map_or(0, |t| {
+        u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
+    });
+    HEADER_TIMEOUT_MS.store(ms, Ordering::Relaxed);
+}
+
+fn header_timeout() -> Option<Duration> {
+    match HEADER_TIMEOUT_MS.load(Ordering::Relaxed) {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
+    }
+}
+
 /// The HTTP 1.x server session
 pub struct HttpSession {
     underlying_stream: Stream,
@@ -103,6 +128,9 @@ pub struct HttpSession {
     update_resp_headers: bool,
     /// timeouts:
     keepalive_timeout: KeepaliveStatus,
+    /// colorgate patch: the first request of its connection, whose header
+    /// timeout runs from the start (see `set_header_timeout`).
+    fresh_connection: bool,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
     /// How long to wait to make downstream session reusable, if body needs to be drained.
@@ -189,6 +217,7 @@ impl HttpSession {
             proxy_task_state: ProxyTaskState::default(),
             body_write_buf: BytesMut::new(),
             keepalive_timeout: KeepaliveStatus::Off,
+            fresh_connection: false,
             update_resp_headers: true,
             response_written: None,
             request_header: None,
@@ -221,31 +250,51 @@ impl HttpSession {
         &mut self,
         buf: &mut BytesMut,
         already_read: usize,
+        deadline: Option<Instant>,
     ) -> Result<Option<usize>> {
         let read_result = {
             let read_event = self.underlying_stream.read_buf(buf);
-            match self.keepalive_timeout {
-                KeepaliveStatus::Timeout(d) => match timeout(d, read_event).await {
+            // colorgate patch: the header's deadline (see `set_header_timeout`)
+            // replaces the per-read timeouts once it is set.
+            if let Some(d) = deadline {
+                match timeout(d.saturating_duration_since(Instant::now()), read_event).await {
                     Ok(res) => res,
-                    Err(e) => {
-                        debug!("keepalive timeout {d:?} reached, {e}");
+                    Err(_) if already_read == 0 => {
+                        // Nothing of a request yet: a connection left idle.
+                        debug!("no request within the header timeout");
                         return Ok(None);
                     }
-                },
-                KeepaliveStatus::Infinite => {
-                    // FIXME: this should only apply to reads between requests
-                    read_event.await
+                    Err(_) => return Error::e_explain(
+                        ReadTimedout,
+                        format!(
+                            "request header incomplete after {already_read} bytes: header timeout"
+                        ),
+                    ),
                 }
-                KeepaliveStatus::Off => match self.read_timeout {
-                    Some(t) => match timeout(t, read_event).await {
+            } else {
+                match self.keepalive_timeout {
+                    KeepaliveStatus::Timeout(d) => match timeout(d, read_event).await {
                         Ok(res) => res,
                         Err(e) => {
-                            debug!("read timeout {t:?} reached, {e}");
-                            return Error::e_explain(ReadTimedout, format!("timeout: {t:?}"));
+                            debug!("keepalive timeout {d:?} reached, {e}");
+                            return Ok(None);
                         }
                     },
-                    None => read_event.await,
-                },
+                    KeepaliveStatus::Infinite => {
+                        // FIXME: this should only apply to reads between requests
+                        read_event.await
+                    }
+                    KeepaliveStatus::Off => match self.read_timeout {
+                        Some(t) => match timeout(t, read_event).await {
+                            Ok(res) => res,
+                            Err(e) => {
+                                debug!("read timeout {t:?} reached, {e}");
+                                return Error::e_explain(ReadTimedout, format!("timeout: {t:?}"));
+                            }
+                        },
+                        None => read_event.await,
+                    },
+                }
             }
         };
 
@@ -312,6 +361,16 @@ impl HttpSession {
         let mut already_read = buf.len();
         let mut skip_next_read = already_read != 0;
         let mut detached_suffix = None;
+        // colorgate patch: nginx's client_header_timeout. A new connection's
+        // whole first header, and a reused connection's header from when a
+        // first part of it arrived (the wait for it is the keep-alive
+        // timeout's), must arrive within the header timeout; per-read
+        // timeouts alone let a client that sends a byte now and then hold
+        // the connection forever.
+        let header_timeout = header_timeout();
+        let mut deadline = header_timeout
+            .filter(|_| self.fresh_connection)
+            .map(|t| Instant::now() + t);
         loop {
             if already_read > MAX_HEADER_SIZE {
                 /* NOTE: this check only blocks second read. The first large read is allowed
@@ -331,7 +390,10 @@ impl HttpSession {
             // this request and is waiting for our response).
             if skip_next_read {
                 skip_next_read = false;
-            } else if let Some(n) = self.read_request_buf(&mut buf, already_read).await? {
+            } else if let Some(n) = self
+                .read_request_buf(&mut buf, already_read, deadline)
+                .await?
+            {
                 already_read += n;
             } else {
                 return Ok(None);
@@ -443,6 +505,10 @@ impl HttpSession {
                         return Ok(Some(s));
                     }
                     HeaderParseState::Partial => {
+                        // colorgate patch: only a header that needs another read reads the clock.
+                        if deadline.is_none() {
+                            deadline = header_timeout.map(|t| Instant::now() + t);
+                        }
                         break; /* continue the read loop */
                     }
                     HeaderParseState::Invalid(e) => match e {
@@ -1373,6 +1439,13 @@ impl HttpSession {
 
     /// Sets the downstream read timeout. This will trigger if we're unable
     /// to read from the stream after `timeout`.
+    /// colorgate patch: mark this session as its connection's first, whose
+    /// header timeout (`set_header_timeout`) covers the wait for the first
+    /// byte too; on a reused connection that wait is the keep-alive timeout's.
+    pub fn set_fresh_connection(&mut self) {
+        self.fresh_connection = true;
+    }
+
     pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
         self.read_timeout = timeout;
     }
