@@ -90,6 +90,13 @@ pub fn run(
             proxy,
             &format!("colorgate {}", l.addr),
         );
+        if let Some(app) = svc.app_logic_mut() {
+            // nginx's keepalive_timeout closes idle HTTP/2 connections too;
+            // Pingora keeps them for ever unless told.
+            let mut options = pingora_core::apps::HttpServerOptions::default();
+            options.h2_idle_timeout = Some(gw.keepalive_timeout);
+            app.server_options = Some(options);
+        }
         add_listener(&mut svc, l, &certs)?;
         after_bootstrap(server.add_service(svc));
     }
@@ -250,6 +257,10 @@ pub fn restart_only_changes(old: &Gateway, new: &Gateway) -> Vec<&'static str> {
         || a.grace_period != b.grace_period
     {
         out.push("server.pid_file/upgrade_sock/grace_period");
+    }
+    if old.keepalive_timeout != new.keepalive_timeout {
+        // HTTP/1 takes the new one now; HTTP/2's idle timeout is set per service.
+        out.push("limits.keepalive_timeout (for HTTP/2 connections)");
     }
     out
 }

@@ -420,6 +420,7 @@ fn a_reload_that_needs_a_restart_says_so_and_applies_the_rest() {
                 cfg.port
             ),
         )
+        .section("limits", "keepalive_timeout: 30s")
         .section("headers", "response:\n  X-Reloaded: \"yes\"\n");
     std::fs::write(cfg.dir().join("colorgate.yaml"), changed.yaml()).unwrap();
     gw.signal(libc::SIGHUP);
@@ -433,6 +434,11 @@ fn a_reload_that_needs_a_restart_says_so_and_applies_the_rest() {
     });
     assert!(stderr.contains("listeners changed"), "{stderr}");
     assert!(stderr.contains("server.work_stealing changed"), "{stderr}");
+    // HTTP/1 takes a new keep-alive timeout now; HTTP/2's idle timeout waits.
+    assert!(
+        stderr.contains("limits.keepalive_timeout (for HTTP/2 connections) changed"),
+        "{stderr}"
+    );
     assert!(stderr.contains("colorgate run -u"), "{stderr}");
     assert!(
         Conn::try_open(other).is_err(),

@@ -1059,6 +1059,55 @@ fn an_http2_stream_reset_frees_its_in_flight_slot() {
     });
 }
 
+/// One request on a new HTTP/2 connection, then the connection left idle:
+/// the status, and whether the gateway ended the connection within `wait`.
+fn h2_then_idle(port: u16, ca: &CertificateDer<'static>, wait: Duration) -> (u16, bool) {
+    let cfg = client(std::slice::from_ref(ca), TLS12_13, &[b"h2"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let tls = tls_connect(port, cfg).await.expect("TLS");
+        let (send, connection) = h2::client::handshake(tls).await.expect("h2 handshake");
+        let driver = tokio::spawn(connection);
+        let mut send = send.ready().await.expect("h2 ready");
+        let req = http::Request::get(format!("https://127.0.0.1:{port}/idle"))
+            .body(())
+            .unwrap();
+        let (resp, _) = send.send_request(req, true).expect("h2 send_request");
+        let status = tokio::time::timeout(IO_TIMEOUT, resp)
+            .await
+            .expect("h2 response in time")
+            .expect("h2 response")
+            .status()
+            .as_u16();
+        // `send` stays: the client keeps the connection; only the gateway ends it.
+        let ended = tokio::time::timeout(wait, driver).await.is_ok();
+        drop(send);
+        (status, ended)
+    })
+}
+
+#[test]
+fn an_idle_http2_connection_is_closed_at_the_keepalive_timeout() {
+    // nginx's keepalive_timeout ends idle HTTP/2 connections as well; an
+    // idle one kept for ever is a descriptor a client can pin.
+    let ca = Ca::new("h2-idle");
+    let leaf = ca.leaf("h2-idle");
+    let upstream = Upstream::start();
+    let gw = tls_config(&upstream, &leaf)
+        .section("limits", "keepalive_timeout: 1s")
+        .start();
+
+    let (status, ended) = h2_then_idle(gw.port(), &ca.der(), Duration::from_secs(8));
+    assert_eq!(status, 200);
+    assert!(
+        ended,
+        "the idle HTTP/2 connection outlived keepalive_timeout by 7 s"
+    );
+}
+
 #[test]
 fn http2_false_offers_only_http_1_1() {
     let ca = Ca::new("no-h2");
