@@ -353,15 +353,20 @@ struct H2Session {
 /// that hangs fails the test instead of hanging it.
 fn h2(port: u16, ca: &CertificateDer<'static>, reqs: Vec<H2Req>) -> Result<H2Session, String> {
     let cfg = client(std::slice::from_ref(ca), TLS12_13, &[b"h2"]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = client_runtime();
     rt.block_on(async move {
         tokio::time::timeout(IO_TIMEOUT * 2, h2_run(port, cfg, reqs))
             .await
             .map_err(|_| "HTTP/2 exchange timed out".to_string())?
     })
+}
+
+/// A runtime for one async client exchange on the test's thread.
+fn client_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime for the test client")
 }
 
 /// A TLS connection to the gateway for `localhost`, as `cfg` allows.
@@ -1063,10 +1068,7 @@ fn an_http2_stream_reset_frees_its_in_flight_slot() {
 /// the status, and whether the gateway ended the connection within `wait`.
 fn h2_then_idle(port: u16, ca: &CertificateDer<'static>, wait: Duration) -> (u16, bool) {
     let cfg = client(std::slice::from_ref(ca), TLS12_13, &[b"h2"]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = client_runtime();
     rt.block_on(async move {
         let tls = tls_connect(port, cfg).await.expect("TLS");
         let (send, connection) = h2::client::handshake(tls).await.expect("h2 handshake");
