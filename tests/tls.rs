@@ -1111,6 +1111,37 @@ fn an_idle_http2_connection_is_closed_at_the_keepalive_timeout() {
 }
 
 #[test]
+fn an_http2_client_that_never_sends_its_preface_is_closed_at_the_header_timeout() {
+    // After TLS with ALPN h2 the client owes the HTTP/2 preface and
+    // SETTINGS; one that sends nothing must not pin the connection.
+    let ca = Ca::new("h2-mute");
+    let leaf = ca.leaf("h2-mute");
+    let upstream = Upstream::start();
+    let gw = tls_config(&upstream, &leaf)
+        .section("limits", "header_timeout: 1s")
+        .start();
+
+    let cfg = client(&[ca.der()], TLS12_13, &[b"h2"]);
+    let port = gw.port();
+    let closed = client_runtime().block_on(async move {
+        use tokio::io::AsyncReadExt;
+        let mut tls = tls_connect(port, cfg).await.expect("TLS");
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let mut buf = [0u8; 1024];
+        // Whatever the gateway sends (its SETTINGS, a GOAWAY) until it hangs up.
+        tokio::time::timeout(Duration::from_secs(8), async {
+            while tls.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        })
+        .await
+        .is_ok()
+    });
+    assert!(
+        closed,
+        "a mute HTTP/2 client outlived a 1 s header timeout by 7 s"
+    );
+}
+
+#[test]
 fn http2_false_offers_only_http_1_1() {
     let ca = Ca::new("no-h2");
     let leaf = ca.leaf("no-h2");

@@ -312,7 +312,21 @@ where
             });
 
             let h2_options = self.h2_options();
-            let h2_conn = match server::handshake(stream, h2_options).await {
+            // colorgate patch: the client's preface is its first header, so
+            // the header timeout bounds it (nginx: client_header_timeout); a
+            // client that never sends it held the connection for ever.
+            let handshake = server::handshake(stream, h2_options);
+            let handshake = match crate::protocols::http::v1::server::header_timeout() {
+                Some(t) => match pingora_timeout::timeout(t, handshake).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        debug!("no HTTP/2 preface within the header timeout");
+                        return None;
+                    }
+                },
+                None => handshake.await,
+            };
+            let h2_conn = match handshake {
                 Err(e) => {
                     error!("H2 handshake error {e}");
                     return None;

@@ -81,7 +81,8 @@ static HEADER_TIMEOUT_MS: AtomicU64 = AtomicU64::new(0);
 /// `client_header_timeout`): on a new connection from its start, on a
 /// reused one from when the first part of the header arrived. A client that
 /// has sent part of a header when it runs out gets [`ReadTimedout`]; a new
-/// connection that sent nothing is closed as an idle one. `None` (the
+/// connection that sent nothing is closed as an idle one. It also bounds an
+/// HTTP/2 client's preface (`apps::HttpServerApp::process_new`). `None` (the
 /// default) keeps Pingora's timeout per read. Process-wide; takes effect for
 /// headers read from then on.
 pub fn set_header_timeout(t: Option<Duration>) {
@@ -91,7 +92,8 @@ pub fn set_header_timeout(t: Option<Duration>) {
     HEADER_TIMEOUT_MS.store(ms, Ordering::Relaxed);
 }
 
-fn header_timeout() -> Option<Duration> {
+/// The header timeout `set_header_timeout` set, if any.
+pub(crate) fn header_timeout() -> Option<Duration> {
     match HEADER_TIMEOUT_MS.load(Ordering::Relaxed) {
         0 => None,
         ms => Some(Duration::from_millis(ms)),
