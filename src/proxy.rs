@@ -298,6 +298,13 @@ type Zones<'a> = smallvec::SmallVec<[(&'a rate_limit::RateZone, &'a [u8]); 4]>;
 
 /// nginx limit_req across the route's zones: delay (without blocking a
 /// thread) or refuse.
+/// `limits.keepalive_timeout` as Pingora takes it: whole seconds, where 0
+/// would mean "for ever". As in nginx, 0 turns keep-alive off; a fraction
+/// of a second is rounded up rather than down to that "for ever".
+fn keepalive_secs(t: Duration) -> Option<u64> {
+    (!t.is_zero()).then(|| t.as_secs() + u64::from(t.subsec_nanos() > 0))
+}
+
 async fn apply_rate_limit(
     s: &mut Session,
     zones: &[(&rate_limit::RateZone, &[u8])],
@@ -453,7 +460,7 @@ impl ProxyHttp for Proxy {
             }
             _ => respond::new_request_id(),
         };
-        s.set_keepalive(Some(gw.keepalive_timeout.as_secs()));
+        s.set_keepalive(keepalive_secs(gw.keepalive_timeout));
         // nginx send_timeout: a client that stops reading our answer is dropped.
         s.set_write_timeout(Some(gw.send_timeout));
 
@@ -698,5 +705,13 @@ mod tests {
         assert_eq!(strip_port("example.com"), "example.com");
         assert_eq!(strip_port("[::1]:8080"), "[::1]");
         assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn keepalive_zero_is_off_and_fractions_round_up_not_to_for_ever() {
+        assert_eq!(keepalive_secs(Duration::ZERO), None);
+        assert_eq!(keepalive_secs(Duration::from_millis(500)), Some(1));
+        assert_eq!(keepalive_secs(Duration::from_millis(1500)), Some(2));
+        assert_eq!(keepalive_secs(Duration::from_secs(75)), Some(75));
     }
 }

@@ -1144,6 +1144,35 @@ fn per_thread_runtimes_reuse_each_others_idle_upstream_connections() {
 }
 
 #[test]
+fn keepalive_timeout_zero_closes_after_each_answer_and_a_fraction_is_not_for_ever() {
+    // nginx: keepalive_timeout 0 disables keep-alive. Pingora's keep-alive
+    // counts whole seconds and reads 0 as "for ever", which a 0s or 500ms
+    // setting must not become.
+    let upstream = Upstream::start();
+    let off = config(&upstream)
+        .section("limits", "keepalive_timeout: 0s")
+        .start();
+    let mut conn = off.conn();
+    let resp = conn.send("GET", "/once", &[], b"");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert!(
+        conn.peer_closed(IO_TIMEOUT),
+        "keep-alive 0s kept the connection"
+    );
+
+    let short = config(&upstream)
+        .section("limits", "keepalive_timeout: 500ms")
+        .start();
+    let mut conn = short.conn();
+    assert_eq!(conn.send("GET", "/short", &[], b"").status, 200);
+    assert!(
+        conn.peer_closed(std::time::Duration::from_secs(5)),
+        "an idle connection outlived a 500ms keep-alive timeout by 4 s"
+    );
+}
+
+#[test]
 fn several_requests_on_one_client_connection_all_succeed() {
     let upstream = Upstream::start();
     let gw = config(&upstream).start();
