@@ -14,7 +14,7 @@ use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch}
 use pingora_core::services::listening::Service;
 use pingora_core::services::ServiceWithDependents;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// How `run` was asked to start.
@@ -94,7 +94,9 @@ pub fn run(
             // nginx's keepalive_timeout closes idle HTTP/2 connections too;
             // Pingora keeps them for ever unless told.
             let mut options = pingora_core::apps::HttpServerOptions::default();
-            options.h2_idle_timeout = Some(gw.keepalive_timeout);
+            // Pingora may end a connection idle for 0 s before its first
+            // stream arrives: with keep-alive off (0s) a client still gets 1 s.
+            options.h2_idle_timeout = Some(gw.keepalive_timeout.max(Duration::from_secs(1)));
             app.server_options = Some(options);
         }
         add_listener(&mut svc, l, &certs)?;

@@ -1108,6 +1108,14 @@ fn an_idle_http2_connection_is_closed_at_the_keepalive_timeout() {
         ended,
         "the idle HTTP/2 connection outlived keepalive_timeout by 7 s"
     );
+
+    // Keep-alive off still serves the connection's first stream.
+    let off = tls_config(&upstream, &leaf)
+        .section("limits", "keepalive_timeout: 0s")
+        .start();
+    let (status, ended) = h2_then_idle(off.port(), &ca.der(), Duration::from_secs(8));
+    assert_eq!(status, 200);
+    assert!(ended);
 }
 
 #[test]
