@@ -323,15 +323,24 @@ fn check_refuses_a_max_header_size_pingora_cannot_honour() {
 }
 
 #[test]
-fn check_refuses_a_header_timeout_of_zero() {
+fn check_refuses_client_timeouts_of_zero() {
+    // Each would time every read or write out at once.
     let conf = ShippedConf::new();
-    let file = conf.variant("ht.yaml", &[("header_timeout: 60s", "header_timeout: 0s")]);
+    let file = conf.variant(
+        "ht.yaml",
+        &[
+            ("header_timeout: 60s", "header_timeout: 0s"),
+            ("body_timeout: 60s", "body_timeout: 0s\n  send_timeout: 0ms"),
+        ],
+    );
 
     assert_check_fails_with(
         &file,
-        &[format!(
-            "{file}: limits.header_timeout: must be more than 0"
-        )],
+        &[
+            format!("{file}: limits.header_timeout: must be more than 0"),
+            format!("{file}: limits.body_timeout: must be more than 0"),
+            format!("{file}: limits.send_timeout: must be more than 0"),
+        ],
     );
 }
 

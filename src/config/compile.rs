@@ -191,11 +191,15 @@ pub fn compile(
     if cfg.limits.max_connections_per_ip.is_some() {
         log::warn!("limits.max_connections_per_ip is accepted but not enforced by this version");
     }
-    if cfg.limits.header_timeout.0.is_zero() {
-        errs.push(ConfigError::new(
-            "limits.header_timeout",
-            "must be more than 0",
-        ));
+    // A zero timeout would time every read or write out at once.
+    for (key, t) in [
+        ("limits.header_timeout", &cfg.limits.header_timeout),
+        ("limits.body_timeout", &cfg.limits.body_timeout),
+        ("limits.send_timeout", &cfg.limits.send_timeout),
+    ] {
+        if t.0.is_zero() {
+            errs.push(ConfigError::new(key, "must be more than 0"));
+        }
     }
     if cfg.concurrency.per_user == Some(0) {
         errs.push(ConfigError::new(
