@@ -296,8 +296,6 @@ impl Proxy {
 /// routes have a few, so they live on the stack.
 type Zones<'a> = smallvec::SmallVec<[(&'a rate_limit::RateZone, &'a [u8]); 4]>;
 
-/// nginx limit_req across the route's zones: delay (without blocking a
-/// thread) or refuse.
 /// `limits.keepalive_timeout` as Pingora takes it: whole seconds, where 0
 /// would mean "for ever". As in nginx, 0 turns keep-alive off; a fraction
 /// of a second is rounded up rather than down to that "for ever".
@@ -305,6 +303,8 @@ fn keepalive_secs(t: Duration) -> Option<u64> {
     (!t.is_zero()).then(|| t.as_secs() + u64::from(t.subsec_nanos() > 0))
 }
 
+/// nginx limit_req across the route's zones: delay (without blocking a
+/// thread) or refuse.
 async fn apply_rate_limit(
     s: &mut Session,
     zones: &[(&rate_limit::RateZone, &[u8])],

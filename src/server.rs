@@ -230,7 +230,6 @@ fn server_conf(p: &crate::gateway::ProcessSettings, mode: StartMode) -> ServerCo
     }
 }
 
-/// Used by `check`, `run` and reload: what a new config would change that
 /// `limits.header_timeout`, which Pingora applies while it reads a header,
 /// before any hook of ours runs (vendor/README.md, patch 32): set at start
 /// and by every reload.
@@ -238,6 +237,7 @@ pub fn apply_header_timeout(gw: &Gateway) {
     pingora_core::protocols::http::v1::server::set_header_timeout(Some(gw.header_timeout));
 }
 
+/// Used by `check`, `run` and reload: what a new config would change that
 /// only a restart (`-u`) can apply.
 pub fn restart_only_changes(old: &Gateway, new: &Gateway) -> Vec<&'static str> {
     let (a, b) = (&old.process, &new.process);
