@@ -36,20 +36,23 @@ pub const BATCH: usize = 64 * 1024;
 const QUEUE: usize = 256;
 const TICK: Duration = Duration::from_millis(20);
 
-/// One thread's lines not yet handed to the writer.
-#[derive(Default)]
+/// Lines not yet written: one thread's shard, or a full one (a batch) on
+/// its way to the writer.
 struct Shard {
     text: String,
     lines: u64,
 }
 
-type Shards = Arc<Mutex<Vec<Arc<Mutex<Shard>>>>>;
-
-/// A full shard on its way to the writer.
-struct Batch {
-    text: String,
-    lines: u64,
+impl Shard {
+    fn empty() -> Shard {
+        Shard {
+            text: String::with_capacity(BATCH + 4096),
+            lines: 0,
+        }
+    }
 }
+
+type Shards = Arc<Mutex<Vec<Arc<Mutex<Shard>>>>>;
 
 enum Control {
     Reopen,
@@ -70,7 +73,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Handle to the writer thread; cheap to share.
 pub struct AccessLog {
     id: u64,
-    batches: SyncSender<Batch>,
+    batches: SyncSender<Shard>,
     control: SyncSender<Control>,
     /// Control messages must not be dropped when their queue is full.
     control_lock: Mutex<()>,
@@ -141,10 +144,7 @@ impl AccessLog {
             let shard = match local.iter().position(|(id, _)| *id == self.id) {
                 Some(i) => &local[i].1,
                 None => {
-                    let s = Arc::new(Mutex::new(Shard {
-                        text: String::with_capacity(BATCH + 4096),
-                        lines: 0,
-                    }));
+                    let s = Arc::new(Mutex::new(Shard::empty()));
                     lock(&self.shards).push(s.clone());
                     local.push((self.id, s));
                     &local[local.len() - 1].1
@@ -155,10 +155,7 @@ impl AccessLog {
             sh.text.push('\n');
             sh.lines += 1;
             if sh.text.len() >= BATCH {
-                let batch = Batch {
-                    text: std::mem::replace(&mut sh.text, String::with_capacity(BATCH + 4096)),
-                    lines: std::mem::take(&mut sh.lines),
-                };
+                let batch = std::mem::replace(&mut *sh, Shard::empty());
                 // Sent under the shard's lock: the writer, collecting this
                 // shard, finds every earlier batch of it already queued.
                 if let Err(TrySendError::Full(b) | TrySendError::Disconnected(b)) =
@@ -249,7 +246,7 @@ fn open(path: &str) -> io::Result<Out> {
 
 /// The writer thread's state.
 struct Writer {
-    batches: Receiver<Batch>,
+    batches: Receiver<Shard>,
     control: Receiver<Control>,
     shards: Shards,
     /// The configured path.
