@@ -324,8 +324,6 @@ impl Session {
         }
     }
 
-    /// Set connection reuse. `duration` defines how long the connection is kept open for the next
-    /// request to reuse. Noop for h2 and subrequest
     /// colorgate patch: see `v1::server::HttpSession::set_fresh_connection`.
     /// Only HTTP/1 sessions have a header timeout of their own.
     pub fn set_fresh_connection(&mut self) {
@@ -334,6 +332,8 @@ impl Session {
         }
     }
 
+    /// Set connection reuse. `duration` defines how long the connection is kept open for the next
+    /// request to reuse. Noop for h2 and subrequest
     pub fn set_keepalive(&mut self, duration: Option<u64>) {
         match self {
             Self::H1(s) => s.set_server_keepalive(duration),

@@ -1439,8 +1439,6 @@ impl HttpSession {
         }
     }
 
-    /// Sets the downstream read timeout. This will trigger if we're unable
-    /// to read from the stream after `timeout`.
     /// colorgate patch: mark this session as its connection's first, whose
     /// header timeout (`set_header_timeout`) covers the wait for the first
     /// byte too; on a reused connection that wait is the keep-alive timeout's.
@@ -1448,6 +1446,8 @@ impl HttpSession {
         self.fresh_connection = true;
     }
 
+    /// Sets the downstream read timeout. This will trigger if we're unable
+    /// to read from the stream after `timeout`.
     pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
         self.read_timeout = timeout;
     }
