@@ -266,12 +266,14 @@ impl HttpSession {
                         debug!("no request within the header timeout");
                         return Ok(None);
                     }
-                    Err(_) => return Error::e_explain(
-                        ReadTimedout,
-                        format!(
+                    Err(_) => {
+                        return Error::e_explain(
+                            ReadTimedout,
+                            format!(
                             "request header incomplete after {already_read} bytes: header timeout"
                         ),
-                    ),
+                        )
+                    }
                 }
             } else {
                 match self.keepalive_timeout {
