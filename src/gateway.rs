@@ -4,7 +4,7 @@
 //! config it started with and never sees a half-applied reload.
 
 use crate::checks::allowlist::IpSet;
-use crate::checks::concurrency::UserInflight;
+use crate::checks::concurrency::{ClientIpInflight, UserInflight};
 use crate::checks::jwt::JwtVerifier;
 use crate::checks::rate_limit::RateZone;
 use crate::respond::ErrorBodies;
@@ -86,6 +86,9 @@ pub struct Gateway {
     pub per_user_cap: Option<usize>,
     pub upstream_cap: Option<usize>,
     pub user_inflight: Arc<UserInflight>,
+    /// nginx's `limit_conn` on the client address: requests in flight per IP.
+    pub per_ip_cap: Option<usize>,
+    pub client_ip_inflight: Arc<ClientIpInflight>,
     pub max_body_size: u64,
     pub max_header_size: usize,
     pub keepalive_timeout: Duration,

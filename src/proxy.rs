@@ -2,7 +2,7 @@
 //! one call into a small module under `checks/`; the first refusal answers.
 //!
 //! malformed? (400/431) → route (404) → allowlist (403) → per-IP rate limits
-//! (429) → JWT (401) → per-user rate limits and in-flight caps (429/503) →
+//! and in-flight cap (429) → JWT (401) → per-user rate limits and in-flight caps (429/503) →
 //! body size (413) → proxy, with forwarded headers set and client-sent ones
 //! replaced → security headers on the way back → access log and metrics.
 
@@ -83,6 +83,7 @@ impl Drop for ActiveRequest {
 struct Slots {
     _upstream: Option<crate::checks::concurrency::UpstreamSlot>,
     _user: Option<crate::checks::concurrency::UserSlot>,
+    _client_ip: Option<crate::checks::concurrency::ClientIpSlot>,
     _backend: Option<crate::upstream::BackendSlot>,
 }
 
@@ -182,6 +183,22 @@ impl Proxy {
             }
         } else if !ip_zones.is_empty() {
             apply_rate_limit(s, &ip_zones).await?;
+        }
+
+        // nginx's `limit_conn` on the client address: one client cannot
+        // hold every worker and upstream slot with parallel requests.
+        if let Some(cap) = gw.per_ip_cap {
+            match gw.client_ip_inflight.acquire(&ip, cap) {
+                Some(slot) => ctx.slots._client_ip = Some(slot),
+                None => {
+                    if defer_ip {
+                        // Refused by the cap, not by a zone: the zones count it.
+                        apply_rate_limit(s, &ip_zones).await?;
+                    }
+                    let reject = Reject::RateLimited { retry_after: 1 };
+                    return Err(Refusal::new(reject, "max_connections_per_ip"));
+                }
+            }
         }
 
         // The token: checked in-process, never logged, never forwarded.

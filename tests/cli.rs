@@ -345,6 +345,26 @@ fn check_refuses_client_timeouts_of_zero() {
 }
 
 #[test]
+fn check_refuses_a_per_ip_cap_of_zero() {
+    // nginx refuses `limit_conn addr 0` too: it would refuse every request.
+    let conf = ShippedConf::new();
+    let file = conf.variant(
+        "conn.yaml",
+        &[(
+            "body_timeout: 60s",
+            "body_timeout: 60s\n  max_connections_per_ip: 0",
+        )],
+    );
+
+    assert_check_fails_with(
+        &file,
+        &[format!(
+            "{file}: limits.max_connections_per_ip: must be at least 1 (leave it out for no limit)"
+        )],
+    );
+}
+
+#[test]
 fn check_refuses_a_certificate_that_does_not_parse() {
     let conf = ShippedConf::new();
     fs::write(conf.path("tls/cert.pem"), "not a certificate\n").unwrap();

@@ -1,6 +1,7 @@
 //! Rate limits and in-flight caps against the real binary: per-user zones, per-IP
 //! zones before JWT, several zones on one route, Retry-After, and the in-flight caps
-//! (`concurrency.per_user`, `concurrency.upstream`) released on every path.
+//! (`concurrency.per_user`, `concurrency.upstream`, `limits.max_connections_per_ip`)
+//! released on every path.
 //!
 //! The zones here use per-minute rates so that no allowance comes back during a test:
 //! the counts do not depend on how fast the machine is. The in-flight tests hold a
@@ -373,6 +374,63 @@ fn upstream_in_flight_cap_answers_503_with_retry_after() {
         200,
         "slot not released after success"
     );
+}
+
+/// `limits.max_connections_per_ip` is nginx's `limit_conn` on the client address:
+/// requests in flight per client IP (as found through trusted proxies), over it
+/// `429` before the token is even looked at, released when an answer is done.
+#[test]
+fn per_ip_in_flight_cap_refuses_the_same_client_only() {
+    let upstream = Upstream::start();
+    let cfg = jwt_config(&upstream.addr())
+        .section("limits", "max_connections_per_ip: 2")
+        .section("access", "trusted_proxies: [127.0.0.1]")
+        .section(
+            "upstreams",
+            "app:\n  servers: [\"{upstream}\"]\n  connect_timeout: 2s\n  read_timeout: 60s",
+        )
+        .routes("- path: /\n  upstream: app\n  auth: jwt");
+    let alice = bearer(&token(&cfg, "alice"));
+    let gw = cfg.start();
+    let from = |ip: &'static str| [("Authorization", alice.as_str()), ("X-Forwarded-For", ip)];
+
+    let mut held: Vec<Conn> = (0..2)
+        .map(|_| send_only(gw.port(), "/slow/30000", &from("203.0.113.7")))
+        .collect();
+    upstream.wait_for_requests(2, Duration::from_secs(10));
+
+    // A third from the same client is refused, even without a token: the cap
+    // runs before JWT.
+    assert_rate_limited(&gw.request("GET", "/", &from("203.0.113.7"), b""));
+    let no_token = [("X-Forwarded-For", "203.0.113.7")];
+    assert_rate_limited(&gw.request("GET", "/", &no_token, b""));
+    // Another client (same user, same TCP peer) is not affected.
+    assert_eq!(
+        gw.request("GET", "/", &from("198.51.100.9"), b"").status,
+        200
+    );
+    assert_eq!(
+        upstream.requests().len(),
+        3,
+        "a refused request reached the upstream"
+    );
+
+    let refused = Some("max_connections_per_ip".to_string());
+    assert_eq!(denies(&gw, 3), [refused.clone(), refused, None]);
+    let metrics = gw.admin_get("/metrics").body_str().to_string();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "colorgate_denied_total{reason=\"max_connections_per_ip\"} 2"),
+        "{metrics}"
+    );
+
+    // An aborted request gives its slot back.
+    drop(held.pop());
+    let released = within(Duration::from_secs(10), || {
+        gw.request("GET", "/", &from("203.0.113.7"), b"").status == 200
+    });
+    assert!(released, "the aborted request still holds its slot");
 }
 
 /// A client that hangs up while its request waits on the upstream frees both its

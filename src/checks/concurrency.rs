@@ -1,10 +1,13 @@
-//! In-flight caps that protect the GPU: per user (429) and per upstream
-//! (503). A slot is held by a guard stored in the request context, so it is
+//! In-flight caps that protect the GPU: per user and per client IP (429),
+//! and per upstream (503). A slot is held by a guard stored in the request context, so it is
 //! released on every path — success, error, client abort — when the
 //! context is dropped. Counts are exact (no sketch), so an innocent user is
 //! never refused for someone else's load.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -51,78 +54,103 @@ impl Drop for UpstreamSlot {
 
 const SHARDS: usize = 16;
 
-/// Requests in flight per user; entries disappear when they reach zero, so
-/// memory follows the number of users with a request in flight.
+/// Requests in flight per key (a user, a client IP); entries disappear when
+/// they reach zero, so memory follows the number of keys with a request in
+/// flight.
 #[derive(Debug)]
-pub struct UserInflight {
-    shards: Vec<Mutex<HashMap<Box<str>, usize>>>,
+pub struct KeyedInflight<K> {
+    shards: Vec<Mutex<HashMap<K, usize>>>,
 }
 
-/// Releases a user slot on drop.
+/// Requests in flight per verified user (`concurrency.per_user`).
+pub type UserInflight = KeyedInflight<String>;
+/// Requests in flight per client IP (`limits.max_connections_per_ip`).
+pub type ClientIpInflight = KeyedInflight<IpAddr>;
+
+/// Releases a keyed slot on drop.
 #[derive(Debug)]
-pub struct UserSlot {
-    owner: Arc<UserInflight>,
-    user: Box<str>,
+pub struct KeyedSlot<K: Eq + Hash> {
+    owner: Arc<KeyedInflight<K>>,
+    key: K,
 }
 
-impl Default for UserInflight {
+pub type UserSlot = KeyedSlot<String>;
+pub type ClientIpSlot = KeyedSlot<IpAddr>;
+
+impl<K> Default for KeyedInflight<K> {
     fn default() -> Self {
-        UserInflight {
+        KeyedInflight {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
         }
     }
 }
 
-impl UserInflight {
-    fn shard(&self, user: &str) -> &Mutex<HashMap<Box<str>, usize>> {
-        // FNV-1a: cheap and good enough to spread user ids over 16 locks.
-        let mut h: u32 = 0x811c9dc5;
-        for b in user.bytes() {
-            h = (h ^ b as u32).wrapping_mul(0x01000193);
+/// FNV-1a: cheap and good enough to spread keys over 16 locks (each map
+/// inside keeps std's randomly seeded hasher).
+struct Fnv(u32);
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ *b as u32).wrapping_mul(0x01000193);
         }
-        &self.shards[h as usize % SHARDS]
     }
 
-    /// Take a slot for `user` unless they already hold `cap`.
-    pub fn acquire(self: &Arc<Self>, user: &str, cap: usize) -> Option<UserSlot> {
-        let mut map = self
-            .shard(user)
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let n = map.entry(Box::from(user)).or_insert(0);
-        if *n >= cap {
-            if *n == 0 {
-                map.remove(user);
-            }
-            return None;
-        }
-        *n += 1;
-        Some(UserSlot {
-            owner: self.clone(),
-            user: Box::from(user),
-        })
-    }
-
-    pub fn current(&self, user: &str) -> usize {
-        let map = self
-            .shard(user)
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        map.get(user).copied().unwrap_or(0)
+    fn finish(&self) -> u64 {
+        self.0 as u64
     }
 }
 
-impl Drop for UserSlot {
-    fn drop(&mut self) {
-        let mut map = self
-            .owner
-            .shard(&self.user)
+impl<K: Eq + Hash> KeyedInflight<K> {
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &Mutex<HashMap<K, usize>> {
+        let mut h = Fnv(0x811c9dc5);
+        key.hash(&mut h);
+        &self.shards[h.finish() as usize % SHARDS]
+    }
+
+    fn lock<Q: Hash + ?Sized>(&self, key: &Q) -> std::sync::MutexGuard<'_, HashMap<K, usize>> {
+        self.shard(key)
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(n) = map.get_mut(&*self.user) {
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Take a slot for `key` unless it already holds `cap`.
+    pub fn acquire<Q>(self: &Arc<Self>, key: &Q, cap: usize) -> Option<KeyedSlot<K>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let mut map = self.lock(key);
+        match map.get_mut(key) {
+            Some(n) if *n >= cap => return None,
+            Some(n) => *n += 1,
+            None if cap == 0 => return None,
+            None => {
+                map.insert(key.to_owned(), 1);
+            }
+        }
+        Some(KeyedSlot {
+            owner: self.clone(),
+            key: key.to_owned(),
+        })
+    }
+
+    pub fn current<Q>(&self, key: &Q) -> usize
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.lock(key).get(key).copied().unwrap_or(0)
+    }
+}
+
+impl<K: Eq + Hash> Drop for KeyedSlot<K> {
+    fn drop(&mut self) {
+        let mut map = self.owner.lock(&self.key);
+        if let Some(n) = map.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {
-                map.remove(&*self.user);
+                map.remove(&self.key);
             }
         }
     }
@@ -157,6 +185,30 @@ mod tests {
         let b1 = u.acquire("bob", 1).expect("bob unaffected");
         drop(a1);
         drop(b1);
+        assert_eq!(u.current("alice"), 0);
+        let total: usize = u.shards.iter().map(|s| s.lock().unwrap().len()).sum();
+        assert_eq!(total, 0);
+    }
+
+    #[test]
+    fn per_ip_cap_counts_each_address_alone() {
+        let u = Arc::new(ClientIpInflight::default());
+        let a: IpAddr = "203.0.113.7".parse().unwrap();
+        let b: IpAddr = "2001:db8::7".parse().unwrap();
+        let a1 = u.acquire(&a, 2).expect("first");
+        let a2 = u.acquire(&a, 2).expect("second");
+        assert!(u.acquire(&a, 2).is_none(), "third over the cap");
+        let _b1 = u.acquire(&b, 2).expect("another address is not affected");
+        drop(a1);
+        let _a3 = u.acquire(&a, 2).expect("a slot freed on drop");
+        drop(a2);
+        assert_eq!(u.current(&a), 1);
+    }
+
+    #[test]
+    fn a_zero_cap_refuses_and_leaves_nothing_behind() {
+        let u = Arc::new(UserInflight::default());
+        assert!(u.acquire("alice", 0).is_none());
         assert_eq!(u.current("alice"), 0);
         let total: usize = u.shards.iter().map(|s| s.lock().unwrap().len()).sum();
         assert_eq!(total, 0);

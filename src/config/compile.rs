@@ -7,7 +7,7 @@
 use super::schema::{self, Config};
 use super::ConfigError;
 use crate::checks::allowlist::IpSet;
-use crate::checks::concurrency::{UpstreamInflight, UserInflight};
+use crate::checks::concurrency::{ClientIpInflight, UpstreamInflight, UserInflight};
 use crate::checks::jwt::{JwtSettings, JwtVerifier, KeySource};
 use crate::checks::rate_limit::{RateZone, ZoneSpec};
 use crate::gateway::{Gateway, ListenerSpec, ProcessSettings, Route, TlsSpec, ZoneKey};
@@ -188,8 +188,11 @@ pub fn compile(
             ),
         ));
     }
-    if cfg.limits.max_connections_per_ip.is_some() {
-        log::warn!("limits.max_connections_per_ip is accepted but not enforced by this version");
+    if cfg.limits.max_connections_per_ip == Some(0) {
+        errs.push(ConfigError::new(
+            "limits.max_connections_per_ip",
+            "must be at least 1 (leave it out for no limit)",
+        ));
     }
     // A zero timeout would time every read or write out at once.
     for (key, t) in [
@@ -269,6 +272,11 @@ pub fn compile(
         user_inflight: previous.map_or_else(
             || Arc::new(UserInflight::default()),
             |p| p.user_inflight.clone(),
+        ),
+        per_ip_cap: cfg.limits.max_connections_per_ip,
+        client_ip_inflight: previous.map_or_else(
+            || Arc::new(ClientIpInflight::default()),
+            |p| p.client_ip_inflight.clone(),
         ),
         max_body_size: cfg.limits.max_body_size.0,
         max_header_size: usize::try_from(max_header_size).unwrap_or(usize::MAX),
