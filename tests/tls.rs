@@ -1150,6 +1150,44 @@ fn an_http2_client_that_never_sends_its_preface_is_closed_at_the_header_timeout(
 }
 
 #[test]
+fn a_client_that_never_finishes_its_tls_handshake_is_closed_at_the_header_timeout() {
+    // nginx bounds the handshake by client_header_timeout; Pingora waited 60 s.
+    // Both a silent client and one that stops inside its ClientHello.
+    let ca = Ca::new("tls-mute");
+    let leaf = ca.leaf("tls-mute");
+    let upstream = Upstream::start();
+    let gw = tls_config(&upstream, &leaf)
+        .section("limits", "header_timeout: 1s")
+        .start();
+
+    for (what, sent) in [
+        ("nothing", &b""[..]),
+        (
+            "half a ClientHello",
+            &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"[..],
+        ),
+    ] {
+        let mut conn = TcpStream::connect(("127.0.0.1", gw.port())).expect("connect");
+        conn.write_all(sent).expect("send");
+        conn.set_read_timeout(Some(Duration::from_secs(8)))
+            .expect("read timeout");
+        let mut buf = [0u8; 512];
+        let closed = loop {
+            match conn.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+                Err(_) => break false,
+            }
+        };
+        assert!(
+            closed,
+            "a client that sent {what} outlived a 1 s header timeout by 7 s"
+        );
+    }
+}
+
+#[test]
 fn http2_false_offers_only_http_1_1() {
     let ca = Ca::new("no-h2");
     let leaf = ca.leaf("no-h2");

@@ -231,7 +231,13 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                     let shutdown = shutdown.clone();
                     current_handle().spawn(async move {
                         let peer_addr = io.peer_addr();
-                        match timeout(Duration::from_secs(60), io.handshake()).await {
+                        // colorgate patch 33: the TLS handshake is bounded by the
+                        // header timeout when one is set, as nginx bounds it by
+                        // `client_header_timeout`; a client that sends nothing
+                        // must not hold a connection for 60 s.
+                        let limit = crate::protocols::http::v1::server::header_timeout()
+                            .unwrap_or(Duration::from_secs(60));
+                        match timeout(limit, io.handshake()).await {
                             Ok(handshake) => {
                                 match handshake {
                                     Ok(io) => Self::handle_event(io, app, shutdown).await,
