@@ -1187,6 +1187,70 @@ fn a_client_that_never_finishes_its_tls_handshake_is_closed_at_the_header_timeou
     }
 }
 
+/// A relay for one connection to `port` that keeps every byte the gateway
+/// sent, to read the TLS records themselves. Returns its port and the bytes.
+fn recording_relay(port: u16) -> (u16, Arc<std::sync::Mutex<Vec<u8>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("relay bind");
+    let relay_port = listener.local_addr().unwrap().port();
+    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = sent.clone();
+    std::thread::spawn(move || {
+        let Ok((client, _)) = listener.accept() else {
+            return;
+        };
+        let gateway = TcpStream::connect(("127.0.0.1", port)).expect("relay connect");
+        let (mut to_gw, mut from_client) =
+            (gateway.try_clone().unwrap(), client.try_clone().unwrap());
+        std::thread::spawn(move || std::io::copy(&mut from_client, &mut to_gw));
+        let (mut from_gw, mut to_client) = (gateway, client);
+        let mut buf = [0u8; 16 * 1024];
+        while let Ok(n @ 1..) = from_gw.read(&mut buf) {
+            // Kept before it is passed on: what the client read is here.
+            log.lock().unwrap().extend_from_slice(&buf[..n]);
+            if to_client.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    (relay_port, sent)
+}
+
+/// The lengths of the TLS records in `bytes`, which must hold whole records.
+fn tls_records(bytes: &[u8]) -> Vec<usize> {
+    let mut lens = Vec::new();
+    let mut rest = bytes;
+    while rest.len() >= 5 {
+        let len = u16::from_be_bytes([rest[3], rest[4]]) as usize;
+        assert!(rest.len() >= 5 + len, "a record cut short: {bytes:?}");
+        lens.push(len);
+        rest = &rest[5 + len..];
+    }
+    assert!(rest.is_empty(), "bytes after the last record: {rest:?}");
+    lens
+}
+
+#[test]
+fn a_small_response_goes_out_as_one_tls_record() {
+    // nginx seals a response's header and body together; a record per write
+    // costs a seal (an AEAD pass, a header, a tag) each.
+    let ca = Ca::new("records");
+    let leaf = ca.leaf("records");
+    let upstream = Upstream::start();
+    let gw = tls_config(&upstream, &leaf).start();
+    let (relay, sent) = recording_relay(gw.port());
+
+    let mut c = TlsConn::connect(relay, client(&[ca.der()], TLS12_13, &[b"http/1.1"]))
+        .expect("TLS through the relay");
+    // The first answer follows the session tickets; count the second's alone.
+    assert_eq!(c.send("GET", "/first", &[], b"").status, 200);
+    let mark = sent.lock().unwrap().len();
+    let resp = c.send("GET", "/second", &[], b"");
+    assert_eq!(resp.status, 200);
+    assert!(!resp.body.is_empty());
+    let records = tls_records(&sent.lock().unwrap()[mark..]);
+    assert_eq!(records.len(), 1, "record lengths {records:?}");
+}
+
 #[test]
 fn http2_false_offers_only_http_1_1() {
     let ca = Ca::new("no-h2");

@@ -321,7 +321,11 @@ impl UninitializedStream {
                 callback.process(&mut self.l4).await?;
             }
 
-            let tls_stream = tls.tls_handshake(self.l4).await?;
+            #[allow(unused_mut)]
+            let mut tls_stream = tls.tls_handshake(self.l4).await?;
+            // colorgate patch 34: a response's header and body sealed as one record.
+            #[cfg(feature = "rustls")]
+            tls_stream.hold_small_writes(self.l4_buffer.write_capacity());
             Ok(Box::new(tls_stream))
         } else {
             Ok(Box::new(self.l4))

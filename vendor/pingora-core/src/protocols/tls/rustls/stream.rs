@@ -49,7 +49,40 @@ pub struct TlsStream<T> {
     digest: Option<Arc<SslDigest>>,
     ssl: Option<TlsRef>,
     timing: TimingDigest,
+    // colorgate patch 34: see `PlaintextBuf`.
+    wbuf: PlaintextBuf,
 }
+
+/// colorgate patch 34: plaintext written and not yet sealed. Every write
+/// to rustls seals at least one record (an AEAD pass, a header and a tag),
+/// so a response written as a header and then a body went out as two
+/// records where nginx sends one. With [`TlsStream::hold_small_writes`], a
+/// stream keeps writes here until a flush, or until they would no longer
+/// fit in the TCP write buffer below, and seals them together. That buffer
+/// held the sealed records just as long, so nothing is sent later than
+/// before.
+#[derive(Default)]
+struct PlaintextBuf {
+    /// The most plaintext held; 0: none (the default).
+    limit: usize,
+    buf: Vec<u8>,
+}
+
+/// Lengths only: the bytes are a response's plaintext.
+impl std::fmt::Debug for PlaintextBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PlaintextBuf {{ held: {}, limit: {} }}",
+            self.buf.len(),
+            self.limit
+        )
+    }
+}
+
+/// What TLS 1.3 adds to a record's plaintext: a 5-byte header, the inner
+/// content type and a 16-byte tag.
+const TLS13_RECORD_OVERHEAD: usize = 22;
 
 impl<T> TlsStream<T>
 where
@@ -73,6 +106,7 @@ where
             digest: None,
             ssl: None,
             timing: Default::default(),
+            wbuf: PlaintextBuf::default(),
         })
     }
 
@@ -90,6 +124,7 @@ where
             digest: None,
             ssl: None,
             timing: Default::default(),
+            wbuf: PlaintextBuf::default(),
         })
     }
 }
@@ -142,6 +177,13 @@ impl<T> TlsStream<T> {
     /// This method returns `None` if the SslDigest is currently held by other references.
     pub(crate) fn ssl_digest_mut(&mut self) -> Option<&mut SslDigest> {
         Arc::get_mut(self.digest.as_mut()?)
+    }
+
+    /// colorgate patch 34: hold small writes until a flush, as long as the
+    /// TCP stream below, whose write buffer is `l4_write_capacity` bytes,
+    /// would have held their records (see `PlaintextBuf`). 0: never.
+    pub fn hold_small_writes(&mut self, l4_write_capacity: usize) {
+        self.wbuf.limit = l4_write_capacity.saturating_sub(TLS13_RECORD_OVERHEAD);
     }
 }
 
@@ -199,19 +241,56 @@ where
     }
 }
 
+impl<T> TlsStream<T>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    // colorgate patch 34: hand the held plaintext to rustls, sealed as one
+    // record (or as few as its length needs).
+    fn poll_seal_held(&mut self, cx: &mut Context<'_>) -> Poll<IoResult<()>> {
+        while !self.wbuf.buf.is_empty() {
+            let stream = self.tls.stream.as_mut().unwrap();
+            let n = std::task::ready!(Pin::new(stream).poll_write(cx, &self.wbuf.buf))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.wbuf.buf.drain(..n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    // colorgate patch 34: whether `len` more bytes are held rather than
+    // written, sealing what is held first when they would not fit with it.
+    fn poll_hold(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<IoResult<bool>> {
+        let limit = self.wbuf.limit;
+        if self.wbuf.buf.len() + len <= limit {
+            return Poll::Ready(Ok(limit > 0));
+        }
+        std::task::ready!(self.poll_seal_held(cx))?;
+        Poll::Ready(Ok(len <= limit))
+    }
+}
+
 impl<T> AsyncWrite for TlsStream<T>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context, buf: &[u8]) -> Poll<IoResult<usize>> {
+        // colorgate patch 34: small writes are held, see `PlaintextBuf`.
+        if std::task::ready!(self.poll_hold(cx, buf.len()))? {
+            self.wbuf.buf.extend_from_slice(buf);
+            return Poll::Ready(Ok(buf.len()));
+        }
         Pin::new(&mut self.tls.stream.as_mut().unwrap()).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<IoResult<()>> {
+        std::task::ready!(self.poll_seal_held(cx))?;
         Pin::new(&mut self.tls.stream.as_mut().unwrap()).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<IoResult<()>> {
+        std::task::ready!(self.poll_seal_held(cx))?;
         Pin::new(&mut self.tls.stream.as_mut().unwrap()).poll_shutdown(cx)
     }
 
@@ -220,6 +299,13 @@ where
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<IoResult<usize>> {
+        let len = bufs.iter().map(|b| b.len()).sum();
+        if std::task::ready!(self.poll_hold(cx, len))? {
+            for b in bufs {
+                self.wbuf.buf.extend_from_slice(b);
+            }
+            return Poll::Ready(Ok(len));
+        }
         Pin::new(&mut self.tls.stream.as_mut().unwrap()).poll_write_vectored(cx, bufs)
     }
 
