@@ -348,7 +348,14 @@ where
                 |h2_stream, guard| {
                     let app = app.clone();
                     let shutdown = shutdown_for_session.clone();
-                    pingora_runtime::current_handle().spawn(async move {
+                    // colorgate patch 35: boxed, and built in its box. A
+                    // task's future is stored in the task and its whole size
+                    // copied when it is spawned and each time the task changes
+                    // stage (three times); this one holds a whole proxied
+                    // request's state, kilobytes, once per HTTP/2 stream. A
+                    // box is moved as a pointer; written through
+                    // `new_uninit`, the future is built in place, not copied in.
+                    let task = Box::write(Box::new_uninit(), async move {
                         // hold `guard` for the session's lifetime so the accept
                         // loop's idle timeout sees this connection as busy.
                         let _guard = guard;
@@ -356,6 +363,7 @@ where
                         app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)
                             .await;
                     });
+                    pingora_runtime::current_handle().spawn(Box::into_pin(task));
                 },
             )
             .await;

@@ -229,7 +229,12 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                 Ok(io) => {
                     let app = app_logic.clone();
                     let shutdown = shutdown.clone();
-                    current_handle().spawn(async move {
+                    // colorgate patch 35: built in its box, see the HTTP/2
+                    // streams in `apps::HttpServerApp::process_new`: this
+                    // future holds a whole connection's state, and a task's
+                    // future is copied whole at spawn and at each change of
+                    // stage.
+                    let task = Box::write(Box::new_uninit(), async move {
                         let peer_addr = io.peer_addr();
                         // colorgate patch 33: the TLS handshake is bounded by the
                         // header timeout when one is set, as nginx bounds it by
@@ -256,6 +261,7 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                             }
                         }
                     });
+                    current_handle().spawn(Box::into_pin(task));
                 }
                 Err(e) => {
                     error!("Accept() failed {e}");
