@@ -9,6 +9,7 @@ use crate::gateway::{Gateway, ListenerSpec, SharedGateway};
 use crate::proxy::{ListenerKind, Proxy};
 use crate::reload::Reloader;
 use async_trait::async_trait;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora_core::services::listening::Service;
@@ -148,7 +149,14 @@ fn add_listener<A>(
 ) -> Result<(), String> {
     let addr = l.addr.to_string();
     match &l.tls {
-        None => svc.add_tcp(&addr),
+        None => {
+            // No read buffer under plain HTTP: Pingora reads headers and bodies
+            // into buffers of its own, so the default 64 KiB, zeroed for every
+            // connection and kept while it idles, only added a copy. (TLS keeps
+            // it: rustls reads records in small pieces.)
+            let unbuffered = L4BufferSettings::default().read(0);
+            svc.add_listener(ListenerConfig::tcp(&addr).l4_buffer(unbuffered))
+        }
         Some(tls) => {
             let settings = certs.settings(l.addr, tls, l.http2)?;
             svc.add_tls_with_settings(&addr, None, settings);
