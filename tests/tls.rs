@@ -1252,6 +1252,73 @@ fn a_small_response_goes_out_as_one_tls_record() {
 }
 
 #[test]
+fn an_http2_refusal_before_the_body_still_takes_the_body_and_ends_cleanly() {
+    // A client whose upload follows the answer (curl does, when the answer
+    // comes first) must be able to finish it: the gateway reads and discards
+    // the rest, as nginx does, instead of resetting the stream, which left
+    // such clients waiting for ever.
+    let ca = Ca::new("h2-early");
+    let leaf = ca.leaf("h2-early");
+    let upstream = Upstream::start();
+    let gw = tls_config(&upstream, &leaf)
+        .section("limits", "max_body_size: 1k")
+        .start();
+    let cfg = client(&[ca.der()], TLS12_13, &[b"h2"]);
+    let port = gw.port();
+    let (status, reset) = client_runtime().block_on(async move {
+        let tls = tls_connect(port, cfg).await.expect("TLS");
+        let (send, connection) = h2::client::handshake(tls).await.expect("h2 handshake");
+        let driver = tokio::spawn(connection);
+        let mut send = send.ready().await.expect("h2 ready");
+        // Over max_body_size by its Content-Length: 413 before anything reads the body.
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(format!("https://127.0.0.1:{port}/upload"))
+            .header("content-length", "20000")
+            .body(())
+            .unwrap();
+        let (resp, mut stream) = send.send_request(req, false).expect("send_request");
+        let resp = tokio::time::timeout(IO_TIMEOUT, resp)
+            .await
+            .expect("an answer before the body")
+            .expect("h2 response");
+        let status = resp.status().as_u16();
+        let mut recv = resp.into_body();
+        while let Some(chunk) = recv.data().await {
+            chunk.expect("h2 response body");
+        }
+        send_body(&mut stream, Bytes::from(vec![b'x'; 20_000])).await;
+        // A second request on the connection: its answer comes after any
+        // reset of the first stream, so the first's state is known then.
+        let mut send = send.ready().await.expect("h2 ready");
+        let req = http::Request::builder()
+            .uri(format!("https://127.0.0.1:{port}/after"))
+            .body(())
+            .unwrap();
+        let (resp, _) = send.send_request(req, true).expect("second request");
+        let second = resp.await.expect("second response").status().as_u16();
+        assert_eq!(second, 200);
+        let reset = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match stream.poll_reset(cx) {
+                std::task::Poll::Ready(r) => Some(format!("{r:?}")),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await;
+        driver.abort();
+        (status, reset)
+    });
+    assert_eq!(status, 413);
+    assert_eq!(reset, None, "the stream was reset after the answer");
+    let reached: Vec<String> = upstream.requests().iter().map(|r| r.uri.clone()).collect();
+    assert_eq!(
+        reached,
+        ["/after"],
+        "the refused upload reached the upstream"
+    );
+}
+
+#[test]
 fn http2_false_offers_only_http_1_1() {
     let ca = Ca::new("no-h2");
     let leaf = ca.leaf("no-h2");

@@ -30,6 +30,11 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use std::any::Any;
 use std::time::Duration;
 
+/// colorgate patch 36: how long an HTTP/2 request body the answer did not
+/// read is still read and discarded after the answer (nginx's
+/// `lingering_timeout` is 5 s). After it, the stream is reset.
+const H2_UNREAD_BODY_LINGER: Duration = Duration::from_secs(5);
+
 /// A reusable HTTP/1.x stream and bytes already read for the next request.
 #[derive(Debug)]
 pub struct ReusableHttpStream {
@@ -287,6 +292,17 @@ impl Session {
             }
             Self::H2(mut s) => {
                 s.finish()?;
+                // colorgate patch 36: a request body the answer did not need
+                // is read and discarded, as nginx does, for a bounded time.
+                // Dropping the stream instead resets it (RST_STREAM NO_ERROR,
+                // as RFC 9113 8.1 allows after a complete response), and
+                // clients such as curl 7.88 then wait for ever for the
+                // window to send the rest of their upload, or lose the
+                // answer already sent.
+                if !s.is_body_done() {
+                    let drain = s.drain_request_body();
+                    let _ = pingora_timeout::timeout(H2_UNREAD_BODY_LINGER, drain).await;
+                }
                 Ok(None)
             }
             Self::Subrequest(mut s) => {
