@@ -1319,6 +1319,51 @@ fn an_http2_refusal_before_the_body_still_takes_the_body_and_ends_cleanly() {
 }
 
 #[test]
+fn an_http2_upload_that_stalls_is_cut_off_at_the_body_timeout() {
+    // nginx's client_body_timeout, as on HTTP/1: Pingora timed no HTTP/2
+    // body read, so a stalled upload held its stream (and any in-flight
+    // slot it took) for as long as the connection stayed open.
+    let ca = Ca::new("h2-stall");
+    let leaf = ca.leaf("h2-stall");
+    let upstream = Upstream::start();
+    let gw = tls_config(&upstream, &leaf)
+        .section("limits", "body_timeout: 1s")
+        // The upstream waits for the body longer than the test does.
+        .section(
+            "upstreams",
+            "app:\n  servers: [\"{upstream}\"]\n  connect_timeout: 2s\n  read_timeout: 60s",
+        )
+        .start();
+    let cfg = client(&[ca.der()], TLS12_13, &[b"h2"]);
+    let port = gw.port();
+    let outcome = client_runtime().block_on(async move {
+        let tls = tls_connect(port, cfg).await.expect("TLS");
+        let (send, connection) = h2::client::handshake(tls).await.expect("h2 handshake");
+        let driver = tokio::spawn(connection);
+        let mut send = send.ready().await.expect("h2 ready");
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(format!("https://127.0.0.1:{port}/stalled"))
+            .header("content-length", "1000")
+            .body(())
+            .unwrap();
+        let (resp, mut stream) = send.send_request(req, false).expect("send_request");
+        stream
+            .send_data(Bytes::from_static(b"the first 30 bytes, then none"), false)
+            .expect("first piece");
+        // Whatever comes (a reset, an error answer) must come well before 8 s.
+        let outcome = tokio::time::timeout(Duration::from_secs(8), resp).await;
+        driver.abort();
+        drop(stream);
+        outcome.map(|r| r.map(|r| r.status().as_u16()).map_err(|e| e.to_string()))
+    });
+    assert!(
+        outcome.is_ok(),
+        "a stalled HTTP/2 upload outlived a 1 s body timeout by 7 s"
+    );
+}
+
+#[test]
 fn http2_false_offers_only_http_1_1() {
     let ca = Ca::new("no-h2");
     let leaf = ca.leaf("no-h2");

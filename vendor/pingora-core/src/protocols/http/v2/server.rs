@@ -291,6 +291,8 @@ pub struct HttpSession {
     pub write_timeout: Option<Duration>,
     // How long to wait when draining (discarding) request body
     total_drain_timeout: Option<Duration>,
+    // colorgate patch 37: see `set_read_timeout`.
+    read_timeout: Option<Duration>,
 }
 
 /// The outcome of accepting the next event on an HTTP/2 downstream connection.
@@ -499,6 +501,7 @@ impl HttpSession {
             digest,
             write_timeout: None,
             total_drain_timeout: None,
+            read_timeout: None,
         })))
     }
 
@@ -520,8 +523,20 @@ impl HttpSession {
 
     /// Read request body bytes. `None` when there is no more body to read.
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
-        // TODO: timeout
-        let data = self.request_body_reader.data().await.transpose().or_err(
+        // colorgate patch 37: bounded by the read timeout, if one is set.
+        let data = match self.read_timeout {
+            Some(t) => match timeout(t, self.request_body_reader.data()).await {
+                Ok(data) => data,
+                Err(_) => {
+                    return Error::e_explain(
+                        ErrorType::ReadTimedout,
+                        format!("while reading downstream request body, timeout: {t:?}"),
+                    )
+                }
+            },
+            None => self.request_body_reader.data().await,
+        };
+        let data = data.transpose().or_err(
             ErrorType::ReadError,
             "while reading downstream request body",
         )?;
@@ -596,6 +611,20 @@ impl HttpSession {
     /// Get the write timeout.
     pub fn get_write_timeout(&self) -> Option<Duration> {
         self.write_timeout
+    }
+
+    /// colorgate patch 37: the longest wait for each piece of the request
+    /// body, as the HTTP/1 session's read timeout (nginx's
+    /// `client_body_timeout`). Without one, a client that stops sending its
+    /// body held the stream, and whatever it had taken, for as long as the
+    /// connection stayed open.
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
+        self.read_timeout = timeout;
+    }
+
+    /// colorgate patch 37: the timeout `set_read_timeout` set.
+    pub fn get_read_timeout(&self) -> Option<Duration> {
+        self.read_timeout
     }
 
     /// Sets the total drain timeout. This `timeout` will be used while draining
