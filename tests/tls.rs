@@ -384,6 +384,21 @@ async fn tls_connect(
         .map_err(|x| format!("TLS handshake: {x}"))
 }
 
+/// An HTTP/2 client connection over TLS, ready for a request, and the task
+/// that drives it (abort it when done).
+async fn h2_client(
+    port: u16,
+    cfg: Arc<ClientConfig>,
+) -> (
+    h2::client::SendRequest<Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tls = tls_connect(port, cfg).await.expect("TLS");
+    let (send, connection) = h2::client::handshake(tls).await.expect("h2 handshake");
+    let driver = tokio::spawn(connection);
+    (send.ready().await.expect("h2 ready"), driver)
+}
+
 async fn h2_run(port: u16, cfg: Arc<ClientConfig>, reqs: Vec<H2Req>) -> Result<H2Session, String> {
     let tls = tls_connect(port, cfg).await?;
     let (alpn, version) = {
@@ -1039,10 +1054,7 @@ fn an_http2_stream_reset_frees_its_in_flight_slot() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let tls = tls_connect(port, cfg).await.expect("TLS");
-        let (send, connection) = h2::client::handshake(tls).await.expect("h2 handshake");
-        let driver = tokio::spawn(connection);
-        let mut send = send.ready().await.expect("h2 ready");
+        let (mut send, driver) = h2_client(port, cfg).await;
         let req = http::Request::get(format!("https://127.0.0.1:{port}/slow/30000"))
             .body(())
             .unwrap();
@@ -1070,10 +1082,7 @@ fn h2_then_idle(port: u16, ca: &CertificateDer<'static>, wait: Duration) -> (u16
     let cfg = client(std::slice::from_ref(ca), TLS12_13, &[b"h2"]);
     let rt = client_runtime();
     rt.block_on(async move {
-        let tls = tls_connect(port, cfg).await.expect("TLS");
-        let (send, connection) = h2::client::handshake(tls).await.expect("h2 handshake");
-        let driver = tokio::spawn(connection);
-        let mut send = send.ready().await.expect("h2 ready");
+        let (mut send, driver) = h2_client(port, cfg).await;
         let req = http::Request::get(format!("https://127.0.0.1:{port}/idle"))
             .body(())
             .unwrap();
@@ -1266,10 +1275,7 @@ fn an_http2_refusal_before_the_body_still_takes_the_body_and_ends_cleanly() {
     let cfg = client(&[ca.der()], TLS12_13, &[b"h2"]);
     let port = gw.port();
     let (status, reset) = client_runtime().block_on(async move {
-        let tls = tls_connect(port, cfg).await.expect("TLS");
-        let (send, connection) = h2::client::handshake(tls).await.expect("h2 handshake");
-        let driver = tokio::spawn(connection);
-        let mut send = send.ready().await.expect("h2 ready");
+        let (mut send, driver) = h2_client(port, cfg).await;
         // Over max_body_size by its Content-Length: 413 before anything reads the body.
         let req = http::Request::builder()
             .method("POST")
@@ -1337,10 +1343,7 @@ fn an_http2_upload_that_stalls_is_cut_off_at_the_body_timeout() {
     let cfg = client(&[ca.der()], TLS12_13, &[b"h2"]);
     let port = gw.port();
     let outcome = client_runtime().block_on(async move {
-        let tls = tls_connect(port, cfg).await.expect("TLS");
-        let (send, connection) = h2::client::handshake(tls).await.expect("h2 handshake");
-        let driver = tokio::spawn(connection);
-        let mut send = send.ready().await.expect("h2 ready");
+        let (mut send, driver) = h2_client(port, cfg).await;
         let req = http::Request::builder()
             .method("POST")
             .uri(format!("https://127.0.0.1:{port}/stalled"))
