@@ -1,8 +1,8 @@
 //! In-flight caps that protect the GPU: per user and per client IP (429),
-//! and per upstream (503). A slot is held by a guard stored in the request context, so it is
-//! released on every path — success, error, client abort — when the
-//! context is dropped. Counts are exact (no sketch), so an innocent user is
-//! never refused for someone else's load.
+//! and per upstream (503). A slot is held by a guard stored in the request
+//! context, so it is released on every path — success, error, client
+//! abort — when the context is dropped. Counts are exact (no sketch), so
+//! an innocent user is never refused for someone else's load.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
