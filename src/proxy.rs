@@ -1,10 +1,11 @@
 //! The request's story, in the contract's order (CONTRACT §3). Each step is
 //! one call into a small module under `checks/`; the first refusal answers.
 //!
-//! malformed? (400/431) → route (404) → allowlist (403) → per-IP rate limits
-//! and in-flight cap (429) → JWT (401) → per-user rate limits and in-flight caps (429/503) →
-//! body size (413) → proxy, with forwarded headers set and client-sent ones
-//! replaced → security headers on the way back → access log and metrics.
+//! malformed? (400/431) → route (404) → allowlist (403) → per-IP rate
+//! limits and in-flight cap (429) → JWT (401) → per-user rate limits and
+//! in-flight caps (429/503) → body size (413) → proxy, with forwarded
+//! headers set and client-sent ones replaced → security headers on the way
+//! back → access log and metrics.
 
 use crate::access_log::AccessLog;
 use crate::checks::{body_limit, rate_limit, request_sanity};
