@@ -40,6 +40,7 @@ pub struct TlsSpec {
 pub struct ProcessSettings {
     pub threads: usize,
     pub work_stealing: bool,
+    pub cpu_affinity: bool,
     pub pid_file: String,
     pub upgrade_sock: String,
     pub grace_period: Duration,

@@ -100,6 +100,16 @@ pub fn run(
             options.h2_idle_timeout = Some(gw.keepalive_timeout.max(Duration::from_secs(1)));
             app.server_options = Some(options);
         }
+        if p.cpu_affinity {
+            // Each listener's threads, pinned in turn to the CPUs
+            // (vendor/README.md, patch 38), as nginx pins its workers.
+            svc.set_runtime_opts_override(std::sync::Arc::new(|global| {
+                Some(pingora_core::server::RuntimeOpts {
+                    cpu_affinity: true,
+                    ..global.clone()
+                })
+            }));
+        }
         add_listener(&mut svc, l, &certs)?;
         after_bootstrap(server.add_service(svc));
     }
@@ -258,6 +268,9 @@ pub fn restart_only_changes(old: &Gateway, new: &Gateway) -> Vec<&'static str> {
     }
     if a.work_stealing != b.work_stealing {
         out.push("server.work_stealing");
+    }
+    if a.cpu_affinity != b.cpu_affinity {
+        out.push("server.cpu_affinity");
     }
     if a.admin != b.admin {
         out.push("server.admin");

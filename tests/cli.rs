@@ -365,6 +365,25 @@ fn check_refuses_a_per_ip_cap_of_zero() {
 }
 
 #[test]
+fn check_refuses_cpu_affinity_for_work_stealing_threads() {
+    // nginx pins worker processes; work-stealing threads trade connections,
+    // so pinning them would keep nothing on a CPU.
+    let conf = ShippedConf::new();
+    let file = conf.variant(
+        "aff.yaml",
+        &[("  cpu_affinity: false ", "  cpu_affinity: true ")],
+    );
+
+    assert_check_fails_with(
+        &file,
+        &[format!(
+            "{file}: server.cpu_affinity: needs server.work_stealing: false (work-stealing \
+             threads trade connections, so pinning them keeps nothing on a CPU)"
+        )],
+    );
+}
+
+#[test]
 fn check_refuses_a_certificate_that_does_not_parse() {
     let conf = ShippedConf::new();
     fs::write(conf.path("tls/cert.pem"), "not a certificate\n").unwrap();

@@ -1117,6 +1117,76 @@ fn per_thread_runtimes_serve_every_connection() {
     assert_eq!(upstream.requests().len(), 24);
 }
 
+/// `server.cpu_affinity` (nginx's `worker_cpu_affinity auto`): each
+/// listener thread is pinned to one CPU the process may use, in turn; without
+/// it, the threads may run on all of them.
+#[test]
+fn cpu_affinity_pins_each_listener_thread_to_one_cpu() {
+    let allowed = cpus_allowed(&std::fs::read_to_string("/proc/self/status").unwrap());
+    let threads = allowed.len() + 1; // one more than CPUs: the list wraps
+    let upstream = Upstream::start();
+    let pinned = config(&upstream)
+        .server("threads", &threads.to_string())
+        .server("work_stealing", "false")
+        .server("cpu_affinity", "true")
+        .start();
+    let free = config(&upstream)
+        .server("threads", &threads.to_string())
+        .server("work_stealing", "false")
+        .start();
+
+    // Connections go to the threads in turn: every thread serves one.
+    for gw in [&pinned, &free] {
+        let mut conns: Vec<_> = (0..threads).map(|_| gw.conn()).collect();
+        for (i, conn) in conns.iter_mut().enumerate() {
+            assert_eq!(conn.send("GET", &format!("/cpu/{i}"), &[], b"").status, 200);
+        }
+    }
+
+    let mut got = listener_thread_cpus(&pinned);
+    got.sort();
+    let mut want: Vec<_> = (0..threads)
+        .map(|i| vec![allowed[i % allowed.len()]])
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(listener_thread_cpus(&free), vec![allowed.clone(); threads]);
+}
+
+/// The CPUs of each of the gateway's listener threads (named after the
+/// listener, cut to 15 bytes by the kernel).
+fn listener_thread_cpus(gw: &common::Gateway) -> Vec<Vec<usize>> {
+    let tasks = format!("/proc/{}/task", gw.pid());
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(tasks).unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.starts_with("colorgate 127.") {
+            out.push(cpus_allowed(
+                &std::fs::read_to_string(dir.join("status")).unwrap(),
+            ));
+        }
+    }
+    out
+}
+
+/// `Cpus_allowed_list` of a /proc status file ("0-2,4") as CPU numbers.
+fn cpus_allowed(status: &str) -> Vec<usize> {
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list")
+        .trim();
+    let mut cpus = Vec::new();
+    for part in list.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => cpus.extend(a.parse::<usize>().unwrap()..=b.parse().unwrap()),
+            None => cpus.push(part.parse().unwrap()),
+        }
+    }
+    cpus
+}
+
 #[test]
 fn per_thread_runtimes_reuse_idle_upstream_connections() {
     // Client connections are handed to the two runtimes in turn, and each

@@ -413,6 +413,7 @@ fn a_reload_that_needs_a_restart_says_so_and_applies_the_rest() {
         .clone()
         .server("threads", "2")
         .server("work_stealing", "false")
+        .server("cpu_affinity", "true")
         .section(
             "listeners",
             &format!(
@@ -434,6 +435,7 @@ fn a_reload_that_needs_a_restart_says_so_and_applies_the_rest() {
     });
     assert!(stderr.contains("listeners changed"), "{stderr}");
     assert!(stderr.contains("server.work_stealing changed"), "{stderr}");
+    assert!(stderr.contains("server.cpu_affinity changed"), "{stderr}");
     // HTTP/1 takes a new keep-alive timeout now; HTTP/2's idle timeout waits.
     assert!(
         stderr.contains("limits.keepalive_timeout (for HTTP/2 connections) changed"),

@@ -310,6 +310,16 @@ fn process_settings(
     if s.threads == 0 || s.threads > 1024 {
         fail("server.threads".into(), "must be between 1 and 1024".into());
     }
+    if s.cpu_affinity && s.work_stealing {
+        // Tasks move between work-stealing threads: pinning the threads
+        // would not keep a connection on a CPU.
+        fail(
+            "server.cpu_affinity".into(),
+            "needs server.work_stealing: false (work-stealing threads trade \
+             connections, so pinning them keeps nothing on a CPU)"
+                .into(),
+        );
+    }
     let admin = match &s.admin {
         None => None,
         Some(a) => match a.parse::<SocketAddr>() {
@@ -408,6 +418,7 @@ fn process_settings(
     ok.then(|| ProcessSettings {
         threads: s.threads,
         work_stealing: s.work_stealing,
+        cpu_affinity: s.cpu_affinity,
         pid_file: s.pid_file.clone(),
         upgrade_sock: s.upgrade_sock.clone(),
         grace_period: s.grace_period.0,

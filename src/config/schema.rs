@@ -44,6 +44,10 @@ pub struct Server {
     /// Pingora's `work_stealing`: false runs one runtime per thread, each
     /// connection staying on the thread that took it, as nginx's workers.
     pub work_stealing: bool,
+    /// nginx's `worker_cpu_affinity auto`: with `work_stealing: false`, pin
+    /// worker thread `i` of each listener to the `i`-th CPU the process may
+    /// use.
+    pub cpu_affinity: bool,
     pub pid_file: String,
     pub upgrade_sock: String,
     pub grace_period: Dur,
@@ -56,6 +60,7 @@ impl Default for Server {
         Server {
             threads: 2,
             work_stealing: true,
+            cpu_affinity: false,
             pid_file: "/tmp/colorgate.pid".into(),
             upgrade_sock: "/tmp/colorgate_upgrade.sock".into(),
             grace_period: Dur(Duration::from_secs(30)),

@@ -83,6 +83,11 @@ pub struct RuntimeOpts {
     /// This requires building with `--cfg tokio_unstable` and only applies to
     /// Tokio's multi-threaded runtime.
     pub enable_alt_timer: bool,
+    /// colorgate patch 38: pin thread `i` of a no-steal runtime to the
+    /// `i`-th CPU the process may run on (wrapping around), as nginx's
+    /// `worker_cpu_affinity auto` pins its workers. Ignored by work-stealing
+    /// runtimes, whose tasks move between threads anyway.
+    pub cpu_affinity: bool,
     /// Options for dial9 Tokio telemetry.
     #[cfg(feature = "dial9")]
     pub dial9: Option<Dial9RuntimeOpts>,
@@ -564,6 +569,58 @@ impl Runtime {
     }
 }
 
+/// colorgate patch 38: the CPUs a thread may run on, and pinning a thread to
+/// one of them (`RuntimeOpts::cpu_affinity`).
+mod affinity {
+    /// The CPUs this process may run on (its affinity mask, which `taskset`
+    /// and cgroup cpusets narrow), in order; empty if they cannot be read.
+    #[cfg(target_os = "linux")]
+    pub fn allowed_cpus() -> Vec<usize> {
+        // SAFETY: `set` is a plain bit mask that the call fills in; its size
+        // is passed along with it.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+                log::warn!(
+                    "cpu_affinity: cannot read the CPUs this process may use: {}",
+                    std::io::Error::last_os_error()
+                );
+                return Vec::new();
+            }
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+                .collect()
+        }
+    }
+
+    /// Pin the calling thread to `cpu`; a failure is logged, and the thread
+    /// runs unpinned.
+    #[cfg(target_os = "linux")]
+    pub fn pin_current_thread(cpu: usize) {
+        // SAFETY: as above; pid 0 is the calling thread.
+        let rc = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+        };
+        if rc != 0 {
+            log::warn!(
+                "cpu_affinity: cannot pin a thread to CPU {cpu}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn allowed_cpus() -> Vec<usize> {
+        log::warn!("cpu_affinity is only supported on Linux; threads run unpinned");
+        Vec::new()
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn pin_current_thread(_cpu: usize) {}
+}
+
 // only NoStealRuntime set the pools in thread threads
 // colorgate patch: a std thread-local, with the caller's turn (see
 // `current_handle`). `thread_local::ThreadLocal` hands a thread that reuses
@@ -636,7 +693,14 @@ impl NoStealRuntime {
     fn init_pools(&self) -> (Box<[Handle]>, Vec<Control>) {
         let mut pools = Vec::with_capacity(self.threads);
         let mut controls = Vec::with_capacity(self.threads);
-        for _ in 0..self.threads {
+        // colorgate patch 38: see `RuntimeOpts::cpu_affinity`.
+        let cpus = if self.runtime_opts.cpu_affinity {
+            affinity::allowed_cpus()
+        } else {
+            Vec::new()
+        };
+        for i in 0..self.threads {
+            let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
             let mut builder = Builder::new_current_thread();
             builder.enable_all();
             apply_blocking_opts(&mut builder, &self.blocking_opts);
@@ -650,6 +714,9 @@ impl NoStealRuntime {
             let join = std::thread::Builder::new()
                 .name(self.name.clone())
                 .spawn(move || {
+                    if let Some(cpu) = cpu {
+                        affinity::pin_current_thread(cpu);
+                    }
                     CURRENT_HANDLE.with(|(pools, _)| pools.set(pools_ref).ok());
                     if let Ok(timeout) = rt.block_on(rx) {
                         rt.shutdown_timeout(timeout);
@@ -819,5 +886,46 @@ mod tests {
             assert_eq!(threads[i], threads[i - 2], "{threads:?}");
         }
         rt.shutdown_timeout(Duration::from_secs(1));
+    }
+
+    /// The CPUs the calling thread may run on.
+    #[cfg(target_os = "linux")]
+    fn own_cpus() -> Vec<usize> {
+        affinity::allowed_cpus()
+    }
+
+    // colorgate patch 38: see `RuntimeOpts::cpu_affinity`.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn cpu_affinity_pins_each_thread_to_one_cpu_in_turn() {
+        let allowed = affinity::allowed_cpus();
+        assert!(!allowed.is_empty(), "the test process may run somewhere");
+        let threads = allowed.len() + 1; // one more than CPUs: wraps around
+        let pinned = RuntimeBuilder::new(threads, "pinned")
+            .work_steal(false)
+            .runtime_opts(RuntimeOpts {
+                cpu_affinity: true,
+                ..RuntimeOpts::default()
+            })
+            .build();
+        let Runtime::NoSteal(r) = &pinned else {
+            panic!("work_steal(false) builds a no-steal runtime");
+        };
+        for i in 0..threads {
+            let (tx, rx) = std::sync::mpsc::channel();
+            r.get_runtime_at(i)
+                .spawn(async move { tx.send(own_cpus()) });
+            let cpus = rx.recv_timeout(Duration::from_secs(10)).expect("task ran");
+            assert_eq!(cpus, vec![allowed[i % allowed.len()]], "thread {i}");
+        }
+        pinned.shutdown_timeout(Duration::from_secs(1));
+
+        // Without the option, threads keep the process's whole mask.
+        let free = Runtime::new_no_steal(2, "free");
+        let (tx, rx) = std::sync::mpsc::channel();
+        free.get_handle().spawn(async move { tx.send(own_cpus()) });
+        let cpus = rx.recv_timeout(Duration::from_secs(10)).expect("task ran");
+        assert_eq!(cpus, allowed);
+        free.shutdown_timeout(Duration::from_secs(1));
     }
 }

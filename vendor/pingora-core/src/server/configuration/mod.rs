@@ -425,6 +425,8 @@ impl ServerConf {
                 poll_time_histogram_buckets: self.runtime_metrics_poll_time_histogram_buckets,
             },
             enable_alt_timer: self.runtime_enable_alt_timer,
+            // colorgate patch 38: set per service (`set_runtime_opts_override`).
+            cpu_affinity: false,
             #[cfg(feature = "dial9")]
             dial9: None,
         }
