@@ -1153,21 +1153,12 @@ fn cpu_affinity_pins_each_listener_thread_to_one_cpu() {
     assert_eq!(listener_thread_cpus(&free), vec![allowed.clone(); threads]);
 }
 
-/// The CPUs of each of the gateway's listener threads (named after the
-/// listener, cut to 15 bytes by the kernel).
+/// The CPUs of each of the gateway's listener threads.
 fn listener_thread_cpus(gw: &common::Gateway) -> Vec<Vec<usize>> {
-    let tasks = format!("/proc/{}/task", gw.pid());
-    let mut out = Vec::new();
-    for task in std::fs::read_dir(tasks).unwrap() {
-        let dir = task.unwrap().path();
-        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if comm.starts_with("colorgate 127.") {
-            out.push(cpus_allowed(
-                &std::fs::read_to_string(dir.join("status")).unwrap(),
-            ));
-        }
-    }
-    out
+    gw.listener_thread_statuses()
+        .iter()
+        .map(|s| cpus_allowed(s))
+        .collect()
 }
 
 /// `Cpus_allowed_list` of a /proc status file ("0-2,4") as CPU numbers.
@@ -1185,6 +1176,42 @@ fn cpus_allowed(status: &str) -> Vec<usize> {
         }
     }
     cpus
+}
+
+/// With `work_stealing: false`, a connection and its socket live on the
+/// thread it was handed to (vendor patch 40): while one connection is busy,
+/// the other thread sleeps, whichever of the two took the connection.
+/// Before, a socket stayed with the accept loop's thread, which was woken
+/// on every read and write of the connections it had handed to the other.
+#[test]
+fn per_thread_runtimes_keep_each_connection_and_its_socket_on_one_thread() {
+    let upstream = Upstream::start();
+    let gw = config(&upstream)
+        .server("threads", "2")
+        .server("work_stealing", "false")
+        .start();
+    // Handed out in turn: one connection on each thread.
+    let mut conns = [gw.conn(), gw.conn()];
+    let n = 200;
+    for (c, conn) in conns.iter_mut().enumerate() {
+        let before = gw.listener_thread_wakeups();
+        assert_eq!(before.len(), 2, "two listener threads");
+        for i in 0..n {
+            let resp = conn.send("GET", &format!("/conn/{c}/{i}"), &[], b"");
+            assert_eq!(resp.status, 200);
+        }
+        let after = gw.listener_thread_wakeups();
+        let mut woke: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        woke.sort();
+        assert!(
+            woke[0] < n / 10,
+            "connection {c}, wake-ups per thread: {woke:?}"
+        );
+        assert!(
+            woke[1] >= n / 2,
+            "connection {c}, wake-ups per thread: {woke:?}"
+        );
+    }
 }
 
 #[test]

@@ -1032,6 +1032,44 @@ fn alpn_selects_h2_and_the_upstream_gets_the_forwarded_headers() {
 /// An HTTP/2 client that resets its stream while the upstream is still
 /// working frees the in-flight slot then, as an HTTP/1.1 client that hangs
 /// up does (tests/rate_limits.rs), not when the upstream answers (30 s).
+/// With `work_stealing: false`, an HTTP/2 connection's streams run on the
+/// thread that owns the connection (vendor patch 39), and the other thread
+/// sleeps through them. Before, every other stream was sent to the other
+/// thread, waking it once per stream and passing the stream's frames
+/// between the two.
+#[test]
+fn http2_streams_run_on_the_thread_of_their_connection() {
+    let ca = Ca::new("h2-thread");
+    let leaf = ca.leaf("h2-thread");
+    let upstream = Upstream::start();
+    let gw = tls_config(&upstream, &leaf)
+        .server("threads", "2")
+        .server("work_stealing", "false")
+        .start();
+    let n = 200;
+    let before = gw.listener_thread_wakeups();
+    assert_eq!(before.len(), 2, "two listener threads");
+    let s = h2(
+        gw.port(),
+        &ca.der(),
+        (0..n)
+            .map(|i| h2req("GET", &format!("/stream/{i}")))
+            .collect(),
+    )
+    .unwrap();
+    let after = gw.listener_thread_wakeups();
+
+    assert_eq!(s.responses.len(), n as usize);
+    assert!(s.responses.iter().all(|r| r.status == 200));
+    let mut woke: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    woke.sort();
+    // The connection's thread sleeps between the streams, which are sent
+    // one after another; the other thread took the connection's handover
+    // at most.
+    assert!(woke[0] < n / 10, "wake-ups per thread: {woke:?}");
+    assert!(woke[1] >= n / 2, "wake-ups per thread: {woke:?}");
+}
+
 #[test]
 fn an_http2_stream_reset_frees_its_in_flight_slot() {
     let ca = Ca::new("h2 reset");

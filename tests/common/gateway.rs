@@ -250,6 +250,36 @@ impl Gateway {
     pub fn config(&self) -> &GatewayConfig {
         &self.cfg
     }
+    /// `/proc/<pid>/task/<tid>/status` of each worker thread of the
+    /// listeners (threads named after a listener's address, which the
+    /// kernel cuts to 15 bytes: "colorgate 127.0").
+    pub fn listener_thread_statuses(&self) -> Vec<String> {
+        let tasks = format!("/proc/{}/task", self.pid());
+        let mut out = Vec::new();
+        for task in std::fs::read_dir(tasks).expect("the gateway's /proc/<pid>/task") {
+            let dir = task.expect("a task entry").path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            if comm.starts_with("colorgate 127.") {
+                if let Ok(status) = std::fs::read_to_string(dir.join("status")) {
+                    out.push(status);
+                }
+            }
+        }
+        out
+    }
+    /// How often each listener thread has gone to sleep and been woken
+    /// (`voluntary_ctxt_switches`), in `listener_thread_statuses` order.
+    pub fn listener_thread_wakeups(&self) -> Vec<u64> {
+        self.listener_thread_statuses()
+            .iter()
+            .map(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .expect("voluntary_ctxt_switches in /proc/<pid>/task/<tid>/status")
+            })
+            .collect()
+    }
 
     /// Exit status if it has exited (reaps it). Never blocks.
     pub fn try_status(&mut self) -> Option<ExitStatus> {

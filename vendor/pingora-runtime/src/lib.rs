@@ -631,6 +631,12 @@ thread_local! {
         const { (once_cell::unsync::OnceCell::new(), std::cell::Cell::new(0)) };
 }
 
+/// colorgate patch 40: whether the calling thread is a thread of a no-steal
+/// runtime, whose tasks and sockets stay on it.
+pub fn on_no_steal_thread() -> bool {
+    CURRENT_HANDLE.with(|(pools, _)| pools.get().is_some())
+}
+
 /// Return the [Handle] of current runtime.
 /// If the current thread is under a `Steal` runtime, the current [Handle] is returned.
 /// If the current thread is under a `NoSteal` runtime, the [Handle] of the next thread

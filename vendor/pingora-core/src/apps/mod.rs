@@ -363,7 +363,13 @@ where
                         app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)
                             .await;
                     });
-                    pingora_runtime::current_handle().spawn(Box::into_pin(task));
+                    // colorgate patch 39: on the connection's own thread.
+                    // `current_handle()` hands out a no-steal runtime's
+                    // threads in turn (it places new connections), which sent
+                    // every other stream to a thread that does not own the
+                    // connection, its frames crossing between the two; with
+                    // work stealing it is `tokio::spawn` already.
+                    tokio::spawn(Box::into_pin(task));
                 },
             )
             .await;

@@ -19,8 +19,9 @@
 //! a request takes and returns connections on its own thread's list, so
 //! neither the lock nor the entries move between cores on every request,
 //! and with per-thread runtimes (`work_stealing: false`) a connection stays
-//! with the runtime whose reactor drives its socket. `capacity` bounds each
-//! thread's list, as nginx's `keepalive` bounds each worker's cache.
+//! with the runtime whose reactor drives its socket (patch 40: there a thread
+//! never takes another's). `capacity` bounds each thread's list, as nginx's
+//! `keepalive` bounds each worker's cache.
 
 use crate::protocols::Stream;
 use parking_lot::Mutex;
@@ -111,10 +112,20 @@ impl IdlePool {
     /// another thread returned its connection there; connecting anew instead
     /// would overfill that list and churn connections). Dead ones met on the
     /// way are closed.
+    ///
+    /// colorgate patch 40: on a per-thread (no-steal) runtime, only this
+    /// thread's list. A socket's readiness comes through the runtime it was
+    /// registered with; another thread's connection would wake that thread
+    /// on every read, as nginx's workers never share their caches.
     pub(crate) fn get(&self, key: u64, usable: impl Fn(&mut Stream) -> bool) -> Option<Stream> {
         let own = SHARD.with(|s| *s);
         let threads = NEXT.load(Ordering::Relaxed).clamp(1, SHARDS);
-        (0..threads)
+        let lists = if pingora_runtime::on_no_steal_thread() {
+            1
+        } else {
+            threads
+        };
+        (0..lists)
             .map(|k| &self.shards[(own + k) % threads].0)
             .find_map(|idle| Self::take(idle, key, &usable))
     }

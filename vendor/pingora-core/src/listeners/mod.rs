@@ -80,7 +80,7 @@ use crate::protocols::{l4::socket::SocketAddr, tls::TlsRef, Stream};
 use crate::server::ListenFds;
 
 use async_trait::async_trait;
-use pingora_error::Result;
+use pingora_error::{OrErr, Result};
 use std::{any::Any, fs::Permissions, sync::Arc};
 
 use l4::{ListenerEndpoint, Stream as L4Stream};
@@ -297,6 +297,7 @@ impl TransportStack {
             tls: self.tls.clone(),
             l4_buffer: self.l4_buffer,
             pre_tls_callback: self.pre_tls_callback.clone(),
+            accepted_on: std::thread::current().id(),
         })
     }
 
@@ -310,10 +311,21 @@ pub(crate) struct UninitializedStream {
     tls: Option<Arc<Acceptor>>,
     l4_buffer: L4BufferSettings,
     pre_tls_callback: Option<PreTlsCallback>,
+    /// colorgate patch 40: the thread of the accept loop.
+    accepted_on: std::thread::ThreadId,
 }
 
 impl UninitializedStream {
     pub async fn handshake(mut self) -> Result<Stream> {
+        // colorgate patch 40: a connection handed to another per-thread
+        // runtime takes its socket along (`register_with_current_runtime`).
+        if std::thread::current().id() != self.accepted_on && pingora_runtime::on_no_steal_thread()
+        {
+            self.l4.register_with_current_runtime().or_err(
+                pingora_error::ErrorType::AcceptError,
+                "moving an accepted socket to its thread",
+            )?;
+        }
         self.l4.set_buffer(self.l4_buffer);
         if let Some(tls) = self.tls {
             // Process pre-TLS data if a callback is configured (e.g., PROXY protocol)
