@@ -318,15 +318,13 @@ pub(crate) struct UninitializedStream {
 impl UninitializedStream {
     pub async fn handshake(mut self) -> Result<Stream> {
         // colorgate patch 40: a connection handed to another per-thread
-        // runtime takes its socket along (`register_with_current_runtime`).
-        if std::thread::current().id() != self.accepted_on && pingora_runtime::on_no_steal_thread()
-        {
-            self.l4.register_with_current_runtime().or_err(
-                pingora_error::ErrorType::AcceptError,
-                "moving an accepted socket to its thread",
-            )?;
-        }
-        self.l4.set_buffer(self.l4_buffer);
+        // runtime takes its socket along (see `set_buffer`).
+        let moved = std::thread::current().id() != self.accepted_on
+            && pingora_runtime::on_no_steal_thread();
+        self.l4.set_buffer(self.l4_buffer, moved).or_err(
+            pingora_error::ErrorType::AcceptError,
+            "moving an accepted socket to its thread",
+        )?;
         if let Some(tls) = self.tls {
             // Process pre-TLS data if a callback is configured (e.g., PROXY protocol)
             if let Some(ref callback) = self.pre_tls_callback {

@@ -540,36 +540,9 @@ pub struct Stream {
     write_pending_time: AccumulatedDuration,
     /// Last rx timestamp associated with the last recvmsg call.
     pub rx_ts: Option<SystemTime>,
-    /// colorgate patch 40: the read and write buffer sizes, to rebuild the
-    /// buffers around a socket moved to another runtime.
-    buffer_capacity: (usize, usize),
 }
 
 impl Stream {
-    /// colorgate patch 40: register the socket with the calling thread's
-    /// runtime. tokio delivers a socket's readiness through the driver it was
-    /// registered with, which for an accepted socket is the accept loop's; a
-    /// connection handed to another per-thread (no-steal) runtime was woken
-    /// through the accept loop's thread on every read and write. The socket
-    /// leaves that driver and joins this one (two `epoll_ctl` calls); the
-    /// buffers, empty on a new connection, are rebuilt at their sizes. On
-    /// an error the socket is closed and the stream cannot be used.
-    pub fn register_with_current_runtime(&mut self) -> std::io::Result<()> {
-        let Some(buffered) = self.stream.take() else {
-            return Ok(());
-        };
-        let mut raw = buffered.into_inner();
-        raw.stream = match raw.stream {
-            RawStream::Tcp(s) => RawStream::Tcp(TcpStream::from_std(s.into_std()?)?),
-            #[cfg(unix)]
-            RawStream::Unix(s) => RawStream::Unix(UnixStream::from_std(s.into_std()?)?),
-            virt @ RawStream::Virtual(_) => virt,
-        };
-        let (read, write) = self.buffer_capacity;
-        self.stream = Some(BufferedStream::with_capacity(read, write, raw));
-        Ok(())
-    }
-
     fn stream(&self) -> &BufferedStream {
         self.stream.as_ref().expect("stream should always be set")
     }
@@ -652,20 +625,40 @@ impl Stream {
 
     /// Set the read and write buffer sizes
     /// It is only set later because of the malloc overhead in critical accept() path
-    pub(crate) fn set_buffer(&mut self, buffer: L4BufferSettings) {
-        use std::mem;
+    ///
+    /// colorgate patch 40: with `to_current_runtime`, the socket also moves to
+    /// the calling thread's runtime while it is out of its buffers. tokio
+    /// delivers a socket's readiness through the driver it was registered
+    /// with, which for an accepted socket is the accept loop's; a connection
+    /// handed to another per-thread (no-steal) runtime was woken through the
+    /// accept loop's thread on every read and write. The socket leaves that
+    /// driver and joins this one (two `epoll_ctl` calls). On an error the
+    /// socket is closed and the stream cannot be used.
+    pub(crate) fn set_buffer(
+        &mut self,
+        buffer: L4BufferSettings,
+        to_current_runtime: bool,
+    ) -> std::io::Result<()> {
         // Since the buffers can't be resized in place,
         // we take the raw stream out of them and put it in new buffers with the size we want
-        let stream = mem::take(&mut self.stream);
-        self.buffer_capacity = (buffer.read_capacity(), buffer.write_capacity());
-        let stream = stream.map(|s| {
-            BufferedStream::with_capacity(
-                buffer.read_capacity(),
-                buffer.write_capacity(),
-                s.into_inner(),
-            )
-        });
-        let _ = mem::replace(&mut self.stream, stream);
+        let Some(buffered) = self.stream.take() else {
+            return Ok(());
+        };
+        let mut raw = buffered.into_inner();
+        if to_current_runtime {
+            raw.stream = match raw.stream {
+                RawStream::Tcp(s) => RawStream::Tcp(TcpStream::from_std(s.into_std()?)?),
+                #[cfg(unix)]
+                RawStream::Unix(s) => RawStream::Unix(UnixStream::from_std(s.into_std()?)?),
+                virt @ RawStream::Virtual(_) => virt,
+            };
+        }
+        self.stream = Some(BufferedStream::with_capacity(
+            buffer.read_capacity(),
+            buffer.write_capacity(),
+            raw,
+        ));
+        Ok(())
     }
 }
 
@@ -688,7 +681,6 @@ impl From<TcpStream> for Stream {
             read_pending_time: AccumulatedDuration::new(),
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
-            buffer_capacity: (0, 0),
         }
     }
 }
@@ -712,7 +704,6 @@ impl From<virt::VirtualSocketStream> for Stream {
             read_pending_time: AccumulatedDuration::new(),
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
-            buffer_capacity: (0, 0),
         }
     }
 }
@@ -737,7 +728,6 @@ impl From<UnixStream> for Stream {
             read_pending_time: AccumulatedDuration::new(),
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
-            buffer_capacity: (0, 0),
         }
     }
 }
