@@ -325,10 +325,10 @@ mod tests {
         }
     }
 
-    /// `server.work_stealing` reaches Pingora's settings; Pingora's default
-    /// (work stealing on) is ours when the key is left out.
+    /// `server.work_stealing` reaches Pingora's settings, and is off (a
+    /// runtime per thread, nginx's model) when the key is left out.
     #[test]
-    fn work_stealing_is_pingoras_setting_and_on_by_default() {
+    fn work_stealing_is_pingoras_setting_and_off_by_default() {
         let conf = |server: &str| {
             let yaml = format!(
                 "server:\n{server}upstreams:\n  app:\n    servers: [\"127.0.0.1:9\"]\n\
@@ -338,7 +338,7 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}"));
             server_conf(&gw.process, StartMode::default())
         };
-        assert!(conf("  threads: 2\n").work_stealing);
+        assert!(!conf("  threads: 2\n").work_stealing);
         assert!(!conf("  work_stealing: false\n").work_stealing);
         assert!(conf("  work_stealing: true\n").work_stealing);
     }

@@ -371,7 +371,10 @@ fn check_refuses_cpu_affinity_for_work_stealing_threads() {
     let conf = ShippedConf::new();
     let file = conf.variant(
         "aff.yaml",
-        &[("  cpu_affinity: false ", "  cpu_affinity: true ")],
+        &[
+            ("  work_stealing: false ", "  work_stealing: true  "),
+            ("  cpu_affinity: false ", "  cpu_affinity: true "),
+        ],
     );
 
     assert_check_fails_with(

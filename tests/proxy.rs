@@ -1119,7 +1119,8 @@ fn per_thread_runtimes_serve_every_connection() {
 
 /// `server.cpu_affinity` (nginx's `worker_cpu_affinity auto`): each
 /// listener thread is pinned to one CPU the process may use, in turn; without
-/// it, the threads may run on all of them.
+/// it, the threads may run on all of them. `work_stealing` is left at its
+/// default, a runtime per thread, which pinning needs.
 #[test]
 fn cpu_affinity_pins_each_listener_thread_to_one_cpu() {
     let allowed = cpus_allowed(&std::fs::read_to_string("/proc/self/status").unwrap());
@@ -1127,12 +1128,10 @@ fn cpu_affinity_pins_each_listener_thread_to_one_cpu() {
     let upstream = Upstream::start();
     let pinned = config(&upstream)
         .server("threads", &threads.to_string())
-        .server("work_stealing", "false")
         .server("cpu_affinity", "true")
         .start();
     let free = config(&upstream)
         .server("threads", &threads.to_string())
-        .server("work_stealing", "false")
         .start();
 
     // Connections go to the threads in turn: every thread serves one.

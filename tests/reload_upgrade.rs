@@ -403,7 +403,9 @@ impl Drop for DaemonGuard {
 #[test]
 fn a_reload_that_needs_a_restart_says_so_and_applies_the_rest() {
     let upstream = Upstream::start();
-    let cfg = config(&upstream);
+    // Work stealing (not the default), so that the reload below can change
+    // both runtime keys: pinning needs per-thread runtimes.
+    let cfg = config(&upstream).server("work_stealing", "true");
     let mut gw = cfg.start();
 
     // A new listener, thread count and runtime kind need `-u`; the header

@@ -41,8 +41,10 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct Server {
     pub threads: usize,
-    /// Pingora's `work_stealing`: false runs one runtime per thread, each
-    /// connection staying on the thread that took it, as nginx's workers.
+    /// Pingora's `work_stealing`. Off (the default) runs one runtime per
+    /// thread, each connection staying on the thread that took it, as
+    /// nginx's workers; on, idle threads take tasks from busy ones, which
+    /// measured slower here (README, Performance).
     pub work_stealing: bool,
     /// nginx's `worker_cpu_affinity auto`: with `work_stealing: false`, pin
     /// worker thread `i` of each listener to the `i`-th CPU the process may
@@ -59,7 +61,7 @@ impl Default for Server {
     fn default() -> Self {
         Server {
             threads: 2,
-            work_stealing: true,
+            work_stealing: false,
             cpu_affinity: false,
             pid_file: "/tmp/colorgate.pid".into(),
             upgrade_sock: "/tmp/colorgate_upgrade.sock".into(),
