@@ -83,6 +83,9 @@ impl Upstream {
                 peer.options.write_timeout = Some(timeouts.write);
                 // nginx keeps idle upstream connections 60 s (keepalive_timeout).
                 peer.options.idle_timeout = Some(Duration::from_secs(60));
+                // Each request gets a clone of this peer; fixing its reuse hash
+                // here spares hashing it twice per request (vendor patch 43).
+                peer.fix_reuse_hash();
                 Backend {
                     label,
                     addr,
@@ -170,5 +173,23 @@ mod tests {
         assert!((0..4).all(|_| u.pick().unwrap().0 == 1));
         u.backends[1].healthy.store(false, Ordering::Relaxed);
         assert!(u.pick().is_none());
+    }
+
+    #[test]
+    fn each_server_pools_its_own_connections() {
+        use pingora_core::upstreams::peer::Peer;
+        let u = up(Policy::RoundRobin, 2);
+        let hash = |(_, peer, _): (usize, Box<HttpPeer>, BackendSlot)| peer.reuse_hash();
+        let (a, b, a_again) = (
+            hash(u.pick().unwrap()),
+            hash(u.pick().unwrap()),
+            hash(u.pick().unwrap()),
+        );
+        assert_ne!(a, b);
+        assert_eq!(a, a_again);
+        // The hash fixed at setup is the one Pingora would compute.
+        let mut fresh = HttpPeer::new("127.0.0.1:7000", false, String::new());
+        fresh.options = u.backends[0].peer.options.clone();
+        assert_eq!(a, fresh.reuse_hash());
     }
 }

@@ -691,6 +691,8 @@ pub struct HttpPeer {
     /// cannot share connections with each other.
     pub group_key: u64,
     pub options: PeerOptions,
+    /// colorgate patch 43: the reuse hash, when fixed by [`HttpPeer::fix_reuse_hash`].
+    fixed_reuse_hash: Option<u64>,
 }
 
 impl HttpPeer {
@@ -711,6 +713,7 @@ impl HttpPeer {
             client_cert_key: None,
             group_key: 0,
             options: PeerOptions::new(),
+            fixed_reuse_hash: None,
         }
     }
 
@@ -753,6 +756,7 @@ impl HttpPeer {
             client_cert_key: None,
             group_key: 0,
             options: PeerOptions::new(),
+            fixed_reuse_hash: None,
         }
     }
 
@@ -765,6 +769,16 @@ impl HttpPeer {
         let mut peer = Self::new(address, true, sni);
         peer.client_cert_key = Some(client_cert_key);
         peer
+    }
+
+    /// colorgate patch 43: compute the reuse hash now and keep it, in this
+    /// peer and in every clone of it. A proxy that clones one ready-made peer
+    /// per request otherwise hashes its address, SNI and options twice per
+    /// request (the pool lookup and the release). Call it after the last
+    /// change to a field the hash covers: later changes are not seen.
+    pub fn fix_reuse_hash(&mut self) {
+        self.fixed_reuse_hash = None;
+        self.fixed_reuse_hash = Some(self.peer_hash());
     }
 
     fn peer_hash(&self) -> u64 {
@@ -831,7 +845,8 @@ impl Peer for HttpPeer {
 
     // TODO: change connection pool to accept u64 instead of String
     fn reuse_hash(&self) -> u64 {
-        self.peer_hash()
+        // colorgate patch 43: the hash fixed at setup, if there is one.
+        self.fixed_reuse_hash.unwrap_or_else(|| self.peer_hash())
     }
 
     fn get_peer_options(&self) -> Option<&PeerOptions> {
