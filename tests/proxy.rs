@@ -495,6 +495,28 @@ fn hop_by_hop_headers_stop_at_the_gateway_one_by_one() {
 }
 
 #[test]
+fn a_header_the_connection_header_names_stops_at_the_gateway() {
+    // RFC 9110 7.6.1: a name listed in `Connection` is hop-by-hop too.
+    let upstream = Upstream::start();
+    let gw = config(&upstream).start();
+    let resp = gw.request(
+        "GET",
+        "/nominated",
+        &[
+            ("Connection", "keep-alive, X-Hop-Secret"),
+            ("X-Hop-Secret", "for the gateway only"),
+            ("X-Kept", "yes"),
+        ],
+        b"",
+    );
+    assert_eq!(resp.status, 200);
+    let r = only_request(&upstream);
+    assert_eq!(r.header("x-hop-secret"), None, "{r:#?}");
+    assert_eq!(r.header("connection"), None, "{r:#?}");
+    assert_eq!(r.header("x-kept"), Some("yes"));
+}
+
+#[test]
 fn authorization_is_not_forwarded_on_a_route_without_auth() {
     let upstream = Upstream::start();
     let gw = config(&upstream).start();

@@ -372,6 +372,14 @@ pub(crate) fn sanitize_h1_upstream_request(
     if policy == HttpUpstreamRequestPolicy::preserve() {
         return Ok(());
     }
+    // colorgate patch 42: every step below acts only on a request that
+    // carries a hop-by-hop name (`Connection`, `Upgrade`, `TE`, ...), and
+    // most carry none. One pass over the few names present finds out; the
+    // steps themselves make a nominations array of ten names, and five
+    // lookups or passes, on every request.
+    if !req.headers.keys().any(is_standard_hop_by_hop) {
+        return Ok(());
+    }
 
     let nominations = policy
         .strip_connection_nominated
