@@ -99,6 +99,8 @@ pub struct Gateway {
     pub send_timeout: Duration,
     pub response_headers: Vec<(CaseHeader, HeaderValue)>,
     pub hsts: Option<HeaderValue>,
+    /// `response_headers` and `hsts`, serialized for HTTP/1 responses.
+    pub fixed_headers: crate::respond::FixedHeaders,
     pub errors: ErrorBodies,
     /// `colorgate_requests_total{route=""}`: requests no route matched.
     pub unrouted: crate::metrics::RequestCounters,

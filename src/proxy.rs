@@ -608,11 +608,12 @@ impl ProxyHttp for Proxy {
 
     async fn response_filter(
         &self,
-        _s: &mut Session,
+        s: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        respond::add_common_headers(resp, &ctx.gw, &ctx.request_id, self.tls())
+        let session = &mut s.downstream_session;
+        respond::add_proxied_headers(session, resp, &ctx.gw, &ctx.request_id, self.tls())
     }
 
     /// A request whose header Pingora refused while reading it (framing it

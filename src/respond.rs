@@ -7,8 +7,11 @@ use crate::gateway::Gateway;
 use crate::headers;
 use bytes::Bytes;
 use http::HeaderValue;
-use pingora_http::ResponseHeader;
+use pingora_core::protocols::http::v1::server::FixedResponseHeaders;
+use pingora_core::protocols::http::ServerSession;
+use pingora_http::{CaseHeader, ResponseHeader};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Every way colorgate answers a request itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +146,64 @@ impl ErrorBodies {
     }
 }
 
+/// The configured response headers (and HSTS, for TLS listeners) as one
+/// block each, serialized at config load. HTTP/1 responses carry the block
+/// as it is (vendor patch 44) rather than taking each field into their
+/// header map: that cost about 1.4k instructions per request, 3% of a
+/// proxied request, for three fields that never change.
+#[derive(Debug, Default)]
+pub struct FixedHeaders {
+    plain: Option<Arc<FixedResponseHeaders>>,
+    tls: Option<Arc<FixedResponseHeaders>>,
+}
+
+impl FixedHeaders {
+    pub fn new(
+        fields: &[(CaseHeader, HeaderValue)],
+        hsts: Option<&HeaderValue>,
+    ) -> pingora_error::Result<Self> {
+        let block = |hsts: Option<&HeaderValue>| -> pingora_error::Result<_> {
+            let mut h = ResponseHeader::build(200, Some(fields.len() + 1))?;
+            for (name, value) in fields {
+                h.insert_header(name, value.clone())?;
+            }
+            if let Some(hsts) = hsts {
+                h.insert_header(&headers::STRICT_TRANSPORT_SECURITY, hsts.clone())?;
+            }
+            (!h.headers.is_empty())
+                .then(|| FixedResponseHeaders::new(&h).map(Arc::new))
+                .transpose()
+        };
+        Ok(FixedHeaders {
+            plain: block(None)?,
+            tls: block(hsts)?,
+        })
+    }
+}
+
+/// Add what every proxied response carries (see [`add_common_headers`]).
+/// On HTTP/1 the fixed fields go out as the block made at config load.
+pub fn add_proxied_headers(
+    session: &mut ServerSession,
+    resp: &mut ResponseHeader,
+    gw: &Gateway,
+    request_id: &str,
+    tls: bool,
+) -> pingora_error::Result<()> {
+    let fixed = if tls {
+        &gw.fixed_headers.tls
+    } else {
+        &gw.fixed_headers.plain
+    };
+    match fixed {
+        Some(fixed) if session.set_fixed_response_headers(fixed.clone()) => {
+            resp.insert_header(&headers::X_REQUEST_ID, request_id)?;
+            Ok(())
+        }
+        _ => add_common_headers(resp, gw, request_id, tls),
+    }
+}
+
 /// Add what every response carries: the configured security headers, the
 /// request id, and HSTS on TLS listeners.
 pub fn add_common_headers(
@@ -234,6 +295,21 @@ pub fn acceptable_request_id(v: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fixed_headers_have_a_block_only_for_fields_there_are_and_hsts_only_on_tls() {
+        let hsts = HeaderValue::from_static("max-age=60");
+        let none = FixedHeaders::new(&[], None).unwrap();
+        assert!(none.plain.is_none() && none.tls.is_none());
+        let hsts_only = FixedHeaders::new(&[], Some(&hsts)).unwrap();
+        assert!(hsts_only.plain.is_none() && hsts_only.tls.is_some());
+        let frame = CaseHeader::new("X-Frame-Options").unwrap();
+        let fields = [(frame, HeaderValue::from_static("DENY"))];
+        assert!(FixedHeaders::new(&fields, None).unwrap().plain.is_some());
+        let length = CaseHeader::new("Content-Length").unwrap();
+        let framing = [(length, HeaderValue::from_static("5"))];
+        assert!(FixedHeaders::new(&framing, None).is_err());
+    }
 
     #[test]
     fn error_body_is_the_contract_json() {

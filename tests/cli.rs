@@ -345,6 +345,29 @@ fn check_refuses_client_timeouts_of_zero() {
 }
 
 #[test]
+fn check_refuses_response_headers_that_frame_the_answer() {
+    // A configured Content-Length or Connection would contradict the
+    // framing the gateway writes for each response.
+    let conf = ShippedConf::new();
+    let file = conf.variant(
+        "frame.yaml",
+        &[(
+            "X-XSS-Protection: \"1; mode=block\"",
+            "X-XSS-Protection: \"1; mode=block\"\n    Content-Length: \"5\"\n    connection: close",
+        )],
+    );
+
+    let why = "frames the response or concerns the connection: the gateway writes it";
+    assert_check_fails_with(
+        &file,
+        &[
+            format!("{file}: headers.response.Content-Length: {why}"),
+            format!("{file}: headers.response.connection: {why}"),
+        ],
+    );
+}
+
+#[test]
 fn check_refuses_a_per_ip_cap_of_zero() {
     // nginx refuses `limit_conn addr 0` too: it would refuse every request.
     let conf = ShippedConf::new();

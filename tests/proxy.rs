@@ -59,6 +59,30 @@ fn configured_headers_go_out_in_the_case_they_are_written() {
 }
 
 #[test]
+fn configured_headers_replace_the_upstreams_own() {
+    // As insert_header does: one field of each name, ours, on every answer
+    // of a keep-alive connection (HTTP/1 writes them as one prepared block).
+    let upstream = Upstream::start();
+    let gw = config(&upstream).start();
+    let mut conn = gw.conn();
+    for i in 0..2 {
+        let resp = conn.send("GET", &format!("/own-security-headers/{i}"), &[], b"");
+        assert_eq!(resp.status, 200);
+        let values = |name: &str| -> Vec<&str> {
+            resp.headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        assert_eq!(values("x-frame-options"), ["DENY"], "{resp:?}");
+        assert_eq!(values("x-content-type-options"), ["nosniff"], "{resp:?}");
+        assert_eq!(values("x-xss-protection"), ["1; mode=block"], "{resp:?}");
+        assert_eq!(values("x-request-id").len(), 1, "{resp:?}");
+    }
+}
+
+#[test]
 fn header_names_go_through_spelled_as_they_came() {
     // nginx passes names as they are; Pingora stores a name's spelling only
     // when it differs from the usual one, so both kinds are checked, each way.

@@ -11,10 +11,11 @@ use crate::checks::concurrency::{ClientIpInflight, UpstreamInflight, UserInfligh
 use crate::checks::jwt::{JwtSettings, JwtVerifier, KeySource};
 use crate::checks::rate_limit::{RateZone, ZoneSpec};
 use crate::gateway::{Gateway, ListenerSpec, ProcessSettings, Route, TlsSpec, ZoneKey};
-use crate::respond::{ErrorBodies, CODES};
+use crate::respond::{ErrorBodies, FixedHeaders, CODES};
 use crate::routes::{MatchKind, PathChange};
 use crate::upstream::{Policy, Timeouts, Upstream};
 use http::HeaderValue;
+use pingora_core::protocols::http::v1::server::FixedResponseHeaders;
 use pingora_http::CaseHeader;
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -160,6 +161,13 @@ pub fn compile(
             CaseHeader::new(name).ok_or(()),
             HeaderValue::from_str(value),
         ) {
+            // Framing and connection fields are the server's to write.
+            (Ok(n), _) if FixedResponseHeaders::is_session_owned(n.name()) => {
+                errs.push(ConfigError::new(
+                    at,
+                    "frames the response or concerns the connection: the gateway writes it",
+                ))
+            }
             (Ok(n), Ok(v)) => response_headers.push((n, v)),
             (Err(_), _) => errs.push(ConfigError::new(at, "invalid header name")),
             (_, Err(_)) => errs.push(ConfigError::new(at, "invalid header value")),
@@ -254,6 +262,11 @@ pub fn compile(
         }
     }
 
+    let fixed_headers = FixedHeaders::new(&response_headers, hsts.as_ref()).unwrap_or_else(|e| {
+        errs.push(ConfigError::new("headers.response", e.to_string()));
+        FixedHeaders::default()
+    });
+
     let (Some(process), true) = (process, errs.is_empty()) else {
         return Err(errs);
     };
@@ -284,6 +297,7 @@ pub fn compile(
         header_timeout: cfg.limits.header_timeout.0,
         body_timeout: cfg.limits.body_timeout.0,
         send_timeout: cfg.limits.send_timeout.0,
+        fixed_headers,
         response_headers,
         hsts,
         errors: ErrorBodies::new(&cfg.errors),

@@ -9,6 +9,7 @@
 //! - `/shouting-length`, `/chunked-answer`, `/unframed-answer`: frame the answer with
 //!   `CONTENT-LENGTH` in capitals; in chunks, announced as `transfer-ENCODING: chunked`;
 //!   or by closing the connection after it (no length, `Connection: close`);
+//! - `/own-security-headers`: add `X-Frame-Options` and `X-Content-Type-Options` of its own;
 //! - `/hangup`: answer as usual, keep-alive, then send FIN (an upstream whose keep-alive
 //!   timer fired while the connection sat idle in the gateway's pool). The read side stays
 //!   open, so a request the gateway still sends on it is recorded (and never answered);
@@ -234,6 +235,10 @@ fn serve(sh: &Shared, stream: TcpStream, conn: usize) {
                 };
                 head += &format!("{name}: {}\r\n", payload.len());
             }
+        }
+        if req.uri.contains("/own-security-headers") {
+            // What the gateway's configured headers must replace, not join.
+            head += "X-Frame-Options: SAMEORIGIN\r\nx-content-type-options: sniff\r\n";
         }
         if req.uri.contains("/mixed-case") {
             // One name no one would choose, one standard name in lowercase.

@@ -348,6 +348,23 @@ impl Session {
         }
     }
 
+    /// colorgate patch 44: add these fields to each final response header
+    /// written, replacing fields of the same names. HTTP/1 only: `false`
+    /// (and nothing done) for other sessions, whose callers add the fields
+    /// to the header themselves.
+    pub fn set_fixed_response_headers(
+        &mut self,
+        fixed: std::sync::Arc<super::v1::server::FixedResponseHeaders>,
+    ) -> bool {
+        match self {
+            Self::H1(s) => {
+                s.set_fixed_response_headers(Some(fixed));
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Set connection reuse. `duration` defines how long the connection is kept open for the next
     /// request to reuse. Noop for h2 and subrequest
     pub fn set_keepalive(&mut self, duration: Option<u64>) {

@@ -30,6 +30,7 @@ use regex::bytes::Regex;
 use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -100,6 +101,66 @@ pub(crate) fn header_timeout() -> Option<Duration> {
     }
 }
 
+/// colorgate patch 44: header fields that every final response of a session
+/// carries, serialized once. A gateway adds the same few fields (security
+/// headers) to every response; inserted into each response's header map,
+/// each costs a hash, an insert into the map and into its case map, and its
+/// serialization, on every request. Written as one prepared block, they cost
+/// a copy. Fields of the same names in the response are dropped when it is
+/// written, so these replace them, as `insert_header` would.
+#[derive(Debug)]
+pub struct FixedResponseHeaders {
+    names: Vec<http::HeaderName>,
+    wire: Bytes,
+}
+
+impl FixedResponseHeaders {
+    /// The fields `fields` holds, in its spelling and order. Fields that frame
+    /// the message or concern the connection (`Content-Length`,
+    /// `Transfer-Encoding`, `Connection`, `Date` and the like) are the
+    /// session's to write: they are refused.
+    pub fn new(fields: &ResponseHeader) -> Result<Self> {
+        if let Some(name) = fields.headers.keys().find(|n| Self::is_session_owned(n)) {
+            return Error::e_explain(
+                InvalidHTTPHeader,
+                format!("{name} is written by the session, not as a fixed field"),
+            );
+        }
+        let mut wire = BytesMut::new();
+        fields.header_to_h1_wire(&mut wire);
+        Ok(FixedResponseHeaders {
+            names: fields.headers.keys().cloned().collect(),
+            wire: wire.freeze(),
+        })
+    }
+
+    /// Whether the session writes fields of this name itself.
+    pub fn is_session_owned(name: &http::HeaderName) -> bool {
+        [
+            header::CONTENT_LENGTH,
+            header::TRANSFER_ENCODING,
+            header::CONNECTION,
+            header::DATE,
+            header::UPGRADE,
+            header::TRAILER,
+            header::TE,
+        ]
+        .contains(name)
+            || name.as_str() == "keep-alive"
+            || name.as_str() == "proxy-connection"
+    }
+
+    /// Drop the fields of these names from `header`: one pass over its names
+    /// finds whether there is any.
+    fn remove_from(&self, header: &mut ResponseHeader) {
+        if header.headers.keys().any(|n| self.names.contains(n)) {
+            for name in &self.names {
+                header.remove_header(name);
+            }
+        }
+    }
+}
+
 /// The HTTP 1.x server session
 pub struct HttpSession {
     underlying_stream: Stream,
@@ -128,6 +189,8 @@ pub struct HttpSession {
     body_bytes_read: usize,
     /// Whether to update headers like connection, Date
     update_resp_headers: bool,
+    /// colorgate patch 44: fields added to each final response header.
+    fixed_response_headers: Option<Arc<FixedResponseHeaders>>,
     /// timeouts:
     keepalive_timeout: KeepaliveStatus,
     /// colorgate patch: the first request of its connection, whose header
@@ -221,6 +284,7 @@ impl HttpSession {
             keepalive_timeout: KeepaliveStatus::Off,
             fresh_connection: false,
             update_resp_headers: true,
+            fixed_response_headers: None,
             response_written: None,
             request_header: None,
             plain_framing: None,
@@ -1013,9 +1077,18 @@ impl HttpSession {
             self.set_keepalive(None);
         }
 
+        // colorgate patch 44: the fixed fields, on final responses.
+        let fixed = match &self.fixed_response_headers {
+            Some(fixed) if !header.status.is_informational() => {
+                fixed.remove_from(header);
+                Some(&fixed.wire[..])
+            }
+            _ => None,
+        };
+
         // Serialize header to bytes
         let mut write_buf = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
-        http_resp_header_to_buf(header, &mut write_buf)
+        http_resp_header_to_buf(header, fixed, &mut write_buf)
             .map_err(|_| Error::explain(WriteError, "serializing response header"))?;
 
         // Determine if we should flush
@@ -1434,6 +1507,12 @@ impl HttpSession {
     /// `Some(0)`: reusing this session is allowed and there is no timeout.
     /// `Some(>0)`: reusing this session is allowed within the given timeout in seconds.
     /// If the client disallows connection reuse, then `keepalive` will be ignored.
+    /// colorgate patch 44: add these fields to each final response header
+    /// this session writes, replacing fields of the same names.
+    pub fn set_fixed_response_headers(&mut self, fixed: Option<Arc<FixedResponseHeaders>>) {
+        self.fixed_response_headers = fixed;
+    }
+
     pub fn set_server_keepalive(&mut self, keepalive: Option<u64>) {
         if let Some(false) = self.is_connection_keepalive() {
             // connection: close is set
@@ -1958,6 +2037,7 @@ fn parse_req_buffer<'h, 'buf>(
 #[inline]
 fn http_resp_header_to_buf(
     resp: &ResponseHeader,
+    fixed: Option<&[u8]>,
     buf: &mut BytesMut,
 ) -> std::result::Result<(), ()> {
     // Status-Line
@@ -1982,6 +2062,9 @@ fn http_resp_header_to_buf(
     // headers
     // TODO: style: make sure Server and Date headers are the first two
     resp.header_to_h1_wire(buf);
+    if let Some(fixed) = fixed {
+        buf.put_slice(fixed);
+    }
 
     buf.put_slice(CRLF);
     Ok(())
@@ -3469,7 +3552,7 @@ mod test_sync {
         let mut new_response = ResponseHeader::build(StatusCode::OK, None).unwrap();
         new_response.append_header("Foo", "Bar").unwrap();
         let mut wire = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
-        http_resp_header_to_buf(&new_response, &mut wire).unwrap();
+        http_resp_header_to_buf(&new_response, None, &mut wire).unwrap();
         debug!("{}", str::from_utf8(wire.as_ref()).unwrap());
         let mut headers = [httparse::EMPTY_HEADER; 128];
         let mut resp = httparse::Response::new(&mut headers);
