@@ -501,7 +501,9 @@ fn cases(fx: &Fixtures) -> Vec<Case<'_>> {
         Case::new("client_ip", "forwarded_for_trusted", move || {
             let xff: &[u8] = black_box(b"203.0.113.7, 10.0.0.3");
             let peer = black_box(proxy_v4);
-            black_box(client_ip::forwarded_for(peer, Some(xff), &fx.trusted));
+            let mut line = String::with_capacity(64);
+            client_ip::push_forwarded_for(&mut line, peer, Some(xff), &fx.trusted);
+            black_box(line);
         }),
         // rate_limit: zones on the stack here; the proxy collects them into a Vec.
         Case::new("rate_limit", "one_zone_hot_key", move || {

@@ -84,19 +84,22 @@ pub fn all_lines<'a>(
     joined_values(headers.get_all(name).iter().map(|v| v.as_bytes()))
 }
 
-/// The `X-Forwarded-For` sent upstream: the received chain plus the peer
-/// when the peer is trusted, otherwise just the peer.
-pub fn forwarded_for(peer: IpAddr, received: Option<&[u8]>, trusted: &IpSet) -> String {
+/// Append the `X-Forwarded-For` sent upstream: the received chain plus the
+/// peer when the peer is trusted, otherwise just the peer.
+pub fn push_forwarded_for(
+    out: &mut String,
+    peer: IpAddr,
+    received: Option<&[u8]>,
+    trusted: &IpSet,
+) {
     let peer = canonical(peer);
     match received.and_then(|v| std::str::from_utf8(v).ok()) {
         Some(chain) if !chain.trim().is_empty() && trusted.contains(peer) => {
-            let mut out = String::with_capacity(chain.len() + 17);
             out.push_str(chain.trim());
             out.push_str(", ");
-            crate::json::push_ip_text(&mut out, peer);
-            out
+            crate::json::push_ip_text(out, peer);
         }
-        _ => crate::json::ip_text(peer),
+        _ => crate::json::push_ip_text(out, peer),
     }
 }
 
@@ -109,6 +112,11 @@ mod tests {
     }
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+    fn forwarded_for(peer: IpAddr, received: Option<&[u8]>, trusted: &IpSet) -> String {
+        let mut out = String::new();
+        push_forwarded_for(&mut out, peer, received, trusted);
+        out
     }
 
     #[test]

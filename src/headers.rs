@@ -14,3 +14,27 @@ pub static X_USER_ID: CaseHeader = CaseHeader::from_static("x-user-id");
 /// a standard name in lowercase would cost a second map of names per response.
 pub static STRICT_TRANSPORT_SECURITY: CaseHeader =
     CaseHeader::from_static_spelled("strict-transport-security", "Strict-Transport-Security");
+
+/// The client's fields that the gateway replaces with its own on the way
+/// upstream (or, for `Authorization`, keeps to itself), removed from `req`.
+/// Most requests carry none but `Authorization`: one pass over the names
+/// present finds which, rather than a lookup per name.
+pub fn remove_forwarding_fields(req: &mut pingora_http::RequestHeader) {
+    let ours = [
+        &http::header::AUTHORIZATION,
+        X_REAL_IP.name(),
+        X_FORWARDED_FOR.name(),
+        X_FORWARDED_PROTO.name(),
+        X_REQUEST_ID.name(),
+        X_USER_ID.name(),
+    ];
+    let mut present = [false; 6];
+    for name in req.headers.keys() {
+        if let Some(i) = ours.iter().position(|o| *o == name) {
+            present[i] = true;
+        }
+    }
+    for (name, _) in ours.iter().zip(present).filter(|(_, p)| *p) {
+        req.remove_header(*name);
+    }
+}

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use pingora_core::protocols::http::ServerSession as HttpSession;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::{H1Fields, RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -558,34 +558,35 @@ impl ProxyHttp for Proxy {
                 req.set_uri(uri);
             }
         }
-        // Headers of these names from the client are replaced, never passed on.
-        req.remove_header(&http::header::AUTHORIZATION);
         let peer = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         let ip = ctx.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let xff = peer.map(|p| {
-            let trusted = &ctx.gw.trusted_proxies;
-            // The chain received is extended only for a trusted proxy.
-            let received = client_ip::is_trusted(p, trusted)
-                .then(|| client_ip::all_lines(&req.headers, headers::X_FORWARDED_FOR.name()))
-                .flatten();
-            client_ip::forwarded_for(p, received.as_deref(), trusted)
-        });
-        req.insert_header(&headers::X_REAL_IP, crate::json::ip_text(ip))?;
-        if let Some(xff) = xff {
-            req.insert_header(&headers::X_FORWARDED_FOR, xff)?;
+        let trusted = &ctx.gw.trusted_proxies;
+        // The chain received is extended only for a trusted proxy.
+        let received = peer
+            .filter(|p| client_ip::is_trusted(*p, trusted))
+            .and_then(|_| client_ip::all_lines(&req.headers, headers::X_FORWARDED_FOR.name()));
+        // Ours go as lines after the client's fields (vendor patch 45): one
+        // buffer, rather than five inserts into the header map.
+        let mut fields = H1Fields::with_capacity(160);
+        fields.push_with("x-real-ip", |v| crate::json::push_ip_text(v, ip))?;
+        if let Some(p) = peer {
+            let chain = received.as_deref();
+            fields.push_with("x-forwarded-for", |v| {
+                client_ip::push_forwarded_for(v, p, chain, trusted)
+            })?;
         }
-        // Static values: text would be checked and copied on every request.
-        req.insert_header(
-            &headers::X_FORWARDED_PROTO,
-            http::HeaderValue::from_static(if self.tls() { "https" } else { "http" }),
+        fields.push(
+            "x-forwarded-proto",
+            if self.tls() { "https" } else { "http" },
         )?;
-        req.insert_header(&headers::X_REQUEST_ID, ctx.request_id.as_str())?;
-        match &ctx.user {
-            Some(u) => req.insert_header(&headers::X_USER_ID, u.as_str())?,
-            None => {
-                req.remove_header(headers::X_USER_ID.name());
-            }
+        fields.push("x-request-id", &ctx.request_id)?;
+        if let Some(user) = &ctx.user {
+            fields.push("x-user-id", user)?;
         }
+        drop(received);
+        // Fields of these names from the client are replaced, never passed on.
+        headers::remove_forwarding_fields(req);
+        req.set_h1_extra_fields(fields);
         Ok(())
     }
 

@@ -27,7 +27,7 @@ use http::header::{AsHeaderName, HeaderName, HeaderValue};
 use http::request::Parts as ReqParts;
 use http::response::Parts as RespParts;
 use http::uri::Uri;
-use pingora_error::{ErrorType::*, OkOrErr, OrErr, Result};
+use pingora_error::{Error, ErrorType::*, OkOrErr, OrErr, Result};
 use std::borrow::Cow;
 use std::ops::Deref;
 
@@ -145,6 +145,8 @@ pub struct RequestHeader {
     raw_target: RawTarget,
     // whether we send END_STREAM with HEADERS for h2 requests
     send_end_stream: bool,
+    /// colorgate patch 45: fields written after the map's on HTTP/1.
+    h1_extra_fields: Option<bytes::Bytes>,
 }
 
 /// How a request-target is stored, and how [`RequestHeader::raw_path`] recovers it.
@@ -213,6 +215,7 @@ impl RequestHeader {
             header_name_map: CaseNames::Off,
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
+            h1_extra_fields: None,
         }
     }
 
@@ -299,7 +302,30 @@ impl RequestHeader {
     ///
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(self.header_name_map.map(), &self.base.headers, buf)
+        header_to_h1_wire(self.header_name_map.map(), &self.base.headers, buf);
+        // colorgate patch 45
+        if let Some(fields) = &self.h1_extra_fields {
+            buf.put_slice(fields);
+        }
+    }
+
+    /// colorgate patch 45: fields to send after the header's own when it is
+    /// written for HTTP/1 ([`Self::header_to_h1_wire`]), replacing any set
+    /// before. A proxy adds the same few fields to every request it sends
+    /// upstream (`X-Real-IP`, `X-Forwarded-For`, a request id): each insert
+    /// into the header map hashes the name, inserts it in the map and its
+    /// case map, and is serialized from there; written as lines, they cost
+    /// their bytes. They are not in [`Self::headers`]: nothing that reads the
+    /// map sees them, fields of the same names there are sent as well (remove
+    /// them first), and a request sent over HTTP/2 does not carry them.
+    pub fn set_h1_extra_fields(&mut self, fields: H1Fields) {
+        self.h1_extra_fields = Some(fields.0.into());
+    }
+
+    /// colorgate patch 45: the fields [`Self::set_h1_extra_fields`] set, as
+    /// they go on the wire.
+    pub fn h1_extra_fields(&self) -> Option<&[u8]> {
+        self.h1_extra_fields.as_deref()
     }
 
     /// If case sensitivity is enabled, returns an iterator over header names, as they are
@@ -460,6 +486,54 @@ impl RequestHeader {
     }
 }
 
+/// colorgate patch 45: header fields as HTTP/1 lines (`Name: value\r\n`),
+/// for [`RequestHeader::set_h1_extra_fields`]. Each is checked as it is
+/// added, as `HeaderName` and `HeaderValue` would check it, so that no
+/// value can end its line early or start another.
+#[derive(Debug, Default)]
+pub struct H1Fields(String);
+
+impl H1Fields {
+    pub fn with_capacity(bytes: usize) -> Self {
+        H1Fields(String::with_capacity(bytes))
+    }
+
+    /// Add `name: value`, `name` spelled as given.
+    pub fn push(&mut self, name: &str, value: &str) -> Result<()> {
+        self.push_with(name, |out| out.push_str(value))
+    }
+
+    /// Add `name` and the value `value` appends to the string it is given
+    /// (formatting it in place rather than in a string of its own).
+    pub fn push_with(&mut self, name: &str, value: impl FnOnce(&mut String)) -> Result<()> {
+        let line = self.0.len();
+        if name.is_empty() || !name.bytes().all(is_tchar) {
+            return Error::e_explain(InvalidHTTPHeader, "invalid header name");
+        }
+        self.0.push_str(name);
+        self.0.push_str(": ");
+        let start = self.0.len();
+        value(&mut self.0);
+        // As `HeaderValue` allows: visible bytes, space, tab, obs-text.
+        let valid = |b: &u8| *b == b'\t' || (*b >= 0x20 && *b != 0x7f);
+        if !self.0.as_bytes()[start..].iter().all(valid) {
+            self.0.truncate(line);
+            return Error::e_explain(InvalidHTTPHeader, "invalid header value");
+        }
+        self.0.push_str("\r\n");
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// An RFC 9110 `tchar`, the bytes of a header name.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 impl Clone for RequestHeader {
     fn clone(&self) -> Self {
         Self {
@@ -467,6 +541,7 @@ impl Clone for RequestHeader {
             header_name_map: self.header_name_map.clone(),
             raw_target: self.raw_target.clone(),
             send_end_stream: self.send_end_stream,
+            h1_extra_fields: self.h1_extra_fields.clone(),
         }
     }
 }
@@ -483,6 +558,7 @@ impl From<ReqParts> for RequestHeader {
             // The Uri is the only target available here, so it is the one that serializes.
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
+            h1_extra_fields: None,
         }
     }
 }
@@ -1131,6 +1207,45 @@ fn case_header_iter<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // colorgate patch 45
+    #[test]
+    fn h1_extra_fields_follow_the_header_own_and_clones_keep_them() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("Host", "a").unwrap();
+        let mut fields = H1Fields::with_capacity(64);
+        fields.push("x-real-ip", "192.0.2.1").unwrap();
+        fields.push_with("X-Two", |v| v.push_str("a, b")).unwrap();
+        req.set_h1_extra_fields(fields);
+        let wire = |r: &RequestHeader| {
+            let mut buf: Vec<u8> = vec![];
+            r.header_to_h1_wire(&mut buf);
+            String::from_utf8(buf).unwrap()
+        };
+        assert_eq!(
+            wire(&req),
+            "Host: a\r\nx-real-ip: 192.0.2.1\r\nX-Two: a, b\r\n"
+        );
+        assert_eq!(wire(&req.clone()), wire(&req));
+        // Not in the map: nothing that reads it sees them.
+        assert!(req.headers.get("x-real-ip").is_none());
+    }
+
+    // colorgate patch 45
+    #[test]
+    fn h1_fields_refuse_what_would_break_a_line() {
+        let mut fields = H1Fields::default();
+        for value in ["a\r\nX-Injected: 1", "a\nb", "a\rb", "nul\0", "del\x7f"] {
+            assert!(fields.push("x-v", value).is_err(), "{value:?}");
+        }
+        for name in ["", "x y", "x:y", "x\r\ny"] {
+            assert!(fields.push(name, "v").is_err(), "{name:?}");
+        }
+        // A refused field leaves nothing behind; tab and obs-text are values.
+        assert!(fields.is_empty());
+        fields.push("x-v", "tab\there é").unwrap();
+        assert_eq!(fields.0, "x-v: tab\there é\r\n");
+    }
 
     #[test]
     fn header_map_upper_bound() {
