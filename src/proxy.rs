@@ -568,20 +568,20 @@ impl ProxyHttp for Proxy {
         // Ours go as lines after the client's fields (vendor patch 45): one
         // buffer, rather than five inserts into the header map.
         let mut fields = H1Fields::with_capacity(160);
-        fields.push_with("x-real-ip", |v| crate::json::push_ip_text(v, ip))?;
+        fields.push_with(&headers::X_REAL_IP, |v| crate::json::push_ip_text(v, ip))?;
         if let Some(p) = peer {
             let chain = received.as_deref();
-            fields.push_with("x-forwarded-for", |v| {
+            fields.push_with(&headers::X_FORWARDED_FOR, |v| {
                 client_ip::push_forwarded_for(v, p, chain, trusted)
             })?;
         }
         fields.push(
-            "x-forwarded-proto",
+            &headers::X_FORWARDED_PROTO,
             if self.tls() { "https" } else { "http" },
         )?;
-        fields.push("x-request-id", &ctx.request_id)?;
+        fields.push(&headers::X_REQUEST_ID, &ctx.request_id)?;
         if let Some(user) = &ctx.user {
-            fields.push("x-user-id", user)?;
+            fields.push(&headers::X_USER_ID, user)?;
         }
         drop(received);
         // Fields of these names from the client are replaced, never passed on.

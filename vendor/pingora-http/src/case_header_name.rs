@@ -110,6 +110,11 @@ impl CaseHeader {
     pub fn name(&self) -> &HeaderName {
         &self.name
     }
+
+    /// colorgate patch 45: the name as it is sent.
+    pub fn spelling(&self) -> &[u8] {
+        self.case.as_slice()
+    }
 }
 
 impl IntoCaseHeaderName for &CaseHeader {
