@@ -507,9 +507,16 @@ impl H1Fields {
     /// (formatting it in place rather than in a string of its own).
     pub fn push_with(&mut self, name: &CaseHeader, value: impl FnOnce(&mut String)) -> Result<()> {
         let line = self.0.len();
-        // A spelling is the name's letters in some case: ASCII, so valid UTF-8.
-        self.0
-            .push_str(std::str::from_utf8(name.spelling()).unwrap_or_default());
+        // The parsed name is text already; a spelling is the same letters in
+        // some case, and only a spelling that is not lowercase is checked as
+        // text again (ASCII, so it cannot fail).
+        let lower = name.name().as_str();
+        match name.spelling() {
+            spelled if spelled == lower.as_bytes() => self.0.push_str(lower),
+            spelled => self
+                .0
+                .push_str(std::str::from_utf8(spelled).unwrap_or(lower)),
+        }
         self.0.push_str(": ");
         let start = self.0.len();
         value(&mut self.0);
