@@ -462,8 +462,13 @@ struct Spawned {
 
 impl Spawned {
     fn new(args: &[&str], dir: &Path) -> Spawned {
+        Spawned::with_env(args, dir, &[])
+    }
+
+    fn with_env(args: &[&str], dir: &Path, env: &[(&str, &Path)]) -> Spawned {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_colorgate"));
         cmd.args(args)
+            .envs(env.iter().copied())
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -567,6 +572,56 @@ fn config_flag_without_a_subcommand_runs_the_gateway() {
 
     gw.stop();
     assert_eq!(gw.status.and_then(|s| s.code()), Some(0));
+}
+
+#[test]
+fn the_demo_serves_and_takes_its_files_away_when_stopped() {
+    // Its files (the token's signing secret among them) live in a directory
+    // of their own under $TMPDIR, for as long as the demo runs.
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let mut demo = Spawned::with_env(
+        &["demo", "--port", &port.to_string()],
+        work.path(),
+        &[("TMPDIR", tmp.path())],
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + common::READY_TIMEOUT;
+    let mut conn = loop {
+        if let Ok(c) = TcpStream::connect(addr) {
+            break c;
+        }
+        assert!(
+            demo.try_status().is_none(),
+            "demo exited: {}",
+            demo.stderr()
+        );
+        assert!(Instant::now() < deadline, "demo not listening on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let dir = tmp
+        .path()
+        .join(format!("colorgate-demo-{}", demo.child.id()));
+    assert!(dir.join("jwt.secret").is_file(), "{dir:?}");
+
+    // Without the token printed for it, the demo's gateway refuses.
+    use std::io::{Read, Write};
+    conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    conn.write_all(b"GET /api/colorize HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = conn.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 401 "), "{answer}");
+
+    demo.stop();
+    assert_eq!(demo.try_status().and_then(|s| s.code()), Some(0));
+    assert!(!dir.exists(), "{dir:?} left behind");
+    // Nothing was written into the working directory either.
+    assert_eq!(fs::read_dir(work.path()).unwrap().count(), 0);
 }
 
 #[test]

@@ -167,12 +167,17 @@ pub fn run(port: u16) -> Result<(), String> {
     );
     let gateway = crate::gateway::shared(gw);
     let reloader = crate::reload::Reloader::new(config_file, gateway.clone());
-    crate::server::run(
+    let served = crate::server::run(
         gateway,
         Some(reloader),
         crate::server::StartMode::default(),
         vec![Box::new(colorizer_service("127.0.0.1:7860"))],
-    )
+    );
+    // The demo's files, its signing secret among them, go with it.
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        eprintln!("colorgate demo: could not remove {}: {e}", dir.display());
+    }
+    served
 }
 
 /// Secrets are written readable by their owner only.
