@@ -40,6 +40,12 @@ enum Cmd {
     Demo {
         #[arg(long, default_value_t = 8080)]
         port: u16,
+        /// Port of the stand-in colorizer (the DeOldify API's own).
+        #[arg(long, default_value_t = 7860)]
+        colorizer_port: u16,
+        /// Port of the admin listener (`/metrics`).
+        #[arg(long, default_value_t = 9180)]
+        admin_port: u16,
     },
     /// Run only the stand-in colorizer (for tests and benchmarks).
     #[command(hide = true)]
@@ -95,7 +101,15 @@ fn main() -> ExitCode {
         Some(Cmd::Run(opts)) => run(opts),
         Some(Cmd::Check { conf }) => check(&conf),
         Some(Cmd::Token(t)) => token(t),
-        Some(Cmd::Demo { port }) => demo::run(port),
+        Some(Cmd::Demo {
+            port,
+            colorizer_port,
+            admin_port,
+        }) => demo::run(demo::Ports {
+            gateway: port,
+            colorizer: colorizer_port,
+            admin: admin_port,
+        }),
         Some(Cmd::Colorizer { listen }) => colorizer(&listen),
     };
     match result {

@@ -577,15 +577,26 @@ fn config_flag_without_a_subcommand_runs_the_gateway() {
 #[test]
 fn the_demo_serves_and_takes_its_files_away_when_stopped() {
     // Its files (the token's signing secret among them) live in a directory
-    // of their own under $TMPDIR, for as long as the demo runs.
+    // of their own under $TMPDIR, for as long as the demo runs. Free ports
+    // for all three of its listeners (the defaults are 8080, 7860, 9180).
     let tmp = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
+    let free = || {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port().to_string()
+    };
+    let (gateway, colorizer, admin) = (free(), free(), free());
+    let port: u16 = gateway.parse().unwrap();
     let mut demo = Spawned::with_env(
-        &["demo", "--port", &port.to_string()],
+        &[
+            "demo",
+            "--port",
+            &gateway,
+            "--colorizer-port",
+            &colorizer,
+            "--admin-port",
+            &admin,
+        ],
         work.path(),
         &[("TMPDIR", tmp.path())],
     );
@@ -616,6 +627,16 @@ fn the_demo_serves_and_takes_its_files_away_when_stopped() {
     let mut answer = String::new();
     let _ = conn.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 401 "), "{answer}");
+    // Its metrics are on the admin port it was given.
+    let mut metrics = TcpStream::connect(("127.0.0.1", admin.parse::<u16>().unwrap())).unwrap();
+    metrics.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    metrics
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = metrics.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(answer.contains("colorgate_requests_total"), "{answer}");
 
     demo.stop();
     assert_eq!(demo.try_status().and_then(|s| s.code()), Some(0));

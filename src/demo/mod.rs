@@ -74,19 +74,19 @@ pub fn colorizer_service(addr: &str) -> Service<ColorizerApp> {
 
 /// The demo's config: the contract's routes, JWT with a fresh secret,
 /// loopback allowed.
-fn demo_config(port: u16, dir: &Path) -> String {
+fn demo_config(ports: Ports, dir: &Path) -> String {
     format!(
         r#"server:
   threads: 2
   pid_file: {dir}/colorgate.pid
   upgrade_sock: {dir}/upgrade.sock
   grace_period: 1s
-  admin: 127.0.0.1:9180
+  admin: 127.0.0.1:{admin}
 listeners:
   - address: 127.0.0.1:{port}
 upstreams:
   deoldify:
-    servers: ["127.0.0.1:7860"]
+    servers: ["127.0.0.1:{colorizer}"]
     read_timeout: 120s
 auth:
   jwt:
@@ -124,13 +124,25 @@ routes:
 access_log:
   path: "-"
 "#,
-        dir = dir.display()
+        dir = dir.display(),
+        port = ports.gateway,
+        admin = ports.admin,
+        colorizer = ports.colorizer,
     )
 }
 
+/// Where the demo listens, all on 127.0.0.1.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub gateway: u16,
+    pub colorizer: u16,
+    pub admin: u16,
+}
+
 /// `colorgate demo`: the gateway and the stand-in, a ready token and a curl line.
-pub fn run(port: u16) -> Result<(), String> {
-    for p in [port, 7860, 9180] {
+pub fn run(ports: Ports) -> Result<(), String> {
+    let port = ports.gateway;
+    for p in [port, ports.colorizer, ports.admin] {
         TcpListener::bind(("127.0.0.1", p))
             .map_err(|e| format!("port 127.0.0.1:{p} is not free: {e}"))?;
     }
@@ -143,7 +155,7 @@ pub fn run(port: u16) -> Result<(), String> {
     std::fs::write(&sample, colorizer::sample_grayscale_png(320, 200))
         .map_err(|e| format!("{}: {e}", sample.display()))?;
     let config_file = dir.join("colorgate.yaml");
-    std::fs::write(&config_file, demo_config(port, &dir))
+    std::fs::write(&config_file, demo_config(ports, &dir))
         .map_err(|e| format!("{}: {e}", config_file.display()))?;
 
     let gw = crate::config::load(&config_file, None).map_err(|e| e.to_string())?;
@@ -154,7 +166,7 @@ pub fn run(port: u16) -> Result<(), String> {
             .issue("demo-user", 24 * 3600, &[])?;
     let out = PathBuf::from("colorized.png");
     eprintln!(
-        "colorgate demo: gateway on http://127.0.0.1:{port}, stand-in colorizer on 127.0.0.1:7860, metrics on http://127.0.0.1:9180/metrics\n\
+        "colorgate demo: gateway on http://127.0.0.1:{port}, stand-in colorizer on 127.0.0.1:{colorizer}, metrics on http://127.0.0.1:{admin}/metrics\n\
          config: {cfg}\n\n\
          A token for user \"demo-user\", valid 24h:\n\n  TOKEN={token}\n\n\
          Colorize the sample grayscale image ({sample}) through the gateway:\n\n  \
@@ -164,6 +176,8 @@ pub fn run(port: u16) -> Result<(), String> {
         cfg = config_file.display(),
         sample = sample.display(),
         out = out.display(),
+        colorizer = ports.colorizer,
+        admin = ports.admin,
     );
     let gateway = crate::gateway::shared(gw);
     let reloader = crate::reload::Reloader::new(config_file, gateway.clone());
@@ -171,7 +185,10 @@ pub fn run(port: u16) -> Result<(), String> {
         gateway,
         Some(reloader),
         crate::server::StartMode::default(),
-        vec![Box::new(colorizer_service("127.0.0.1:7860"))],
+        vec![Box::new(colorizer_service(&format!(
+            "127.0.0.1:{}",
+            ports.colorizer
+        )))],
     );
     // The demo's files, its signing secret among them, go with it.
     if let Err(e) = std::fs::remove_dir_all(&dir) {
