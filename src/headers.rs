@@ -28,7 +28,7 @@ pub fn remove_forwarding_fields(req: &mut pingora_http::RequestHeader) {
         X_REQUEST_ID.name(),
         X_USER_ID.name(),
     ];
-    let mut present = [false; 6];
+    let mut present = ours.map(|_| false);
     for name in req.headers.keys() {
         if let Some(i) = ours.iter().position(|o| *o == name) {
             present[i] = true;

@@ -322,12 +322,6 @@ impl RequestHeader {
         self.h1_extra_fields = Some(fields.0.into());
     }
 
-    /// colorgate patch 45: the fields [`Self::set_h1_extra_fields`] set, as
-    /// they go on the wire.
-    pub fn h1_extra_fields(&self) -> Option<&[u8]> {
-        self.h1_extra_fields.as_deref()
-    }
-
     /// If case sensitivity is enabled, returns an iterator over header names, as they are
     /// sent, and values. Otherwise returns an empty iterator.
     ///
@@ -526,10 +520,6 @@ impl H1Fields {
         }
         self.0.push_str("\r\n");
         Ok(())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 
@@ -1269,7 +1259,7 @@ mod tests {
         }
         // A refused field leaves nothing behind; tab, space and obs-text
         // (here in UTF-8) are values, in words and in the tail.
-        assert!(fields.is_empty());
+        assert!(fields.0.is_empty());
         let good = "tab\there é ~ ÿ\t!";
         fields.push(&name, good).unwrap();
         assert_eq!(fields.0, format!("x-v: {good}\r\n"));

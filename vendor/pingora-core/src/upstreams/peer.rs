@@ -777,7 +777,7 @@ impl HttpPeer {
     /// request (the pool lookup and the release). Call it after the last
     /// change to a field the hash covers: later changes are not seen.
     pub fn fix_reuse_hash(&mut self) {
-        self.fixed_reuse_hash = None;
+        // `peer_hash` covers the peer's fields, not this one.
         self.fixed_reuse_hash = Some(self.peer_hash());
     }
 
