@@ -749,23 +749,19 @@ impl NoStealRuntime {
         self.threads
     }
 
+    /// colorgate patch 46: the pools are made once. Upstream let every
+    /// caller that found them missing build a full set of threads and drop
+    /// all but the first set ("TODO: use a mutex to avoid creating a lot
+    /// threads only to drop them"): at start-up, two callers racing made
+    /// twice the threads, the extra ones, named as the service's, living
+    /// on until they noticed. `get_or_init` makes the others wait instead.
     fn get_pools(&self) -> &[Handle] {
-        if let Some(p) = self.pools.get() {
-            p
-        } else {
-            // TODO: use a mutex to avoid creating a lot threads only to drop them
+        self.pools.get_or_init(|| {
             let (pools, controls) = self.init_pools();
-            // there could be another thread racing with this one to init the pools
-            match self.pools.try_insert(pools) {
-                Ok(p) => {
-                    // unwrap to make sure that this is the one that init both pools and controls
-                    self.controls.set(controls).unwrap();
-                    p
-                }
-                // another thread already set it, just return it
-                Err((p, _my_pools)) => p,
-            }
-        }
+            // Only set here, under the cell's one initialization.
+            let _ = self.controls.set(controls);
+            pools
+        })
     }
 
     /// Return the &[Handle] of a given thread of this runtime
@@ -892,6 +888,39 @@ mod tests {
             assert_eq!(threads[i], threads[i - 2], "{threads:?}");
         }
         rt.shutdown_timeout(Duration::from_secs(1));
+    }
+
+    // colorgate patch 46: see `get_pools`.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn threads_racing_to_the_first_use_make_one_set_of_runtimes() {
+        let name = "race-once";
+        let rt = Arc::new(Runtime::new_no_steal(2, name));
+        let start = Arc::new(std::sync::Barrier::new(8));
+        let racers: Vec<_> = (0..8)
+            .map(|_| {
+                let (rt, start) = (rt.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    let _ = rt.get_handle();
+                })
+            })
+            .collect();
+        for r in racers {
+            r.join().expect("racer");
+        }
+        // Every runtime thread spawned so far is still alive: none was
+        // made only to be dropped.
+        let named = std::fs::read_dir("/proc/self/task")
+            .expect("/proc/self/task")
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.trim_end() == name)
+            .count();
+        assert_eq!(named, 2);
+        Arc::try_unwrap(rt)
+            .ok()
+            .expect("racers are done")
+            .shutdown_timeout(Duration::from_secs(1));
     }
 
     /// The CPUs the calling thread may run on.
