@@ -49,6 +49,7 @@ fn shipped_shell_scripts_parse() {
     for script in [
         "packaging/install.sh",
         "packaging/colorgate-upgrade",
+        "packaging/build-pgo",
         ".ci/run",
         ".ci/deps",
     ] {
