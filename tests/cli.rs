@@ -508,6 +508,23 @@ impl Spawned {
     }
 
     /// Everything it wrote on stderr (call after it exited).
+    /// Probes 127.0.0.1:`port` every 20 ms until it accepts; panics with
+    /// the captured stderr if the process exits or `READY_TIMEOUT` passes.
+    fn wait_listening(&mut self, port: u16) {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + common::READY_TIMEOUT;
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if let Some(status) = self.try_status() {
+                panic!(
+                    "exited ({status}) before listening on {addr}: {}",
+                    self.stderr()
+                );
+            }
+            assert!(Instant::now() < deadline, "not listening on {addr}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn stderr(&mut self) -> String {
         let mut s = String::new();
         if let Some(mut e) = self.child.stderr.take() {
@@ -555,15 +572,7 @@ fn config_flag_without_a_subcommand_runs_the_gateway() {
     let file = cfg.write().display().to_string();
     let mut gw = Spawned::new(&["-c", &file], cfg.dir());
 
-    let addr = SocketAddr::from(([127, 0, 0, 1], cfg.port));
-    let deadline = Instant::now() + common::READY_TIMEOUT;
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        if let Some(status) = gw.try_status() {
-            panic!("colorgate -c exited ({status}): {}", gw.stderr());
-        }
-        assert!(Instant::now() < deadline, "colorgate -c never listened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    gw.wait_listening(cfg.port);
 
     let resp = common::http(cfg.port, "GET", "/default-subcommand", &[], b"");
     assert_eq!(resp.status, 200, "{:?}", resp.body_str());
@@ -600,20 +609,8 @@ fn the_demo_serves_and_takes_its_files_away_when_stopped() {
         work.path(),
         &[("TMPDIR", tmp.path())],
     );
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + common::READY_TIMEOUT;
-    let mut conn = loop {
-        if let Ok(c) = TcpStream::connect(addr) {
-            break c;
-        }
-        assert!(
-            demo.try_status().is_none(),
-            "demo exited: {}",
-            demo.stderr()
-        );
-        assert!(Instant::now() < deadline, "demo not listening on {addr}");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    demo.wait_listening(port);
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let dir = tmp
         .path()
         .join(format!("colorgate-demo-{}", demo.child.id()));
