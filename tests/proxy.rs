@@ -1111,32 +1111,60 @@ fn framing_headers_in_any_case_frame_the_body_and_nothing_else() {
 /// the upstream closes", and the request would hang.
 #[test]
 fn every_upstream_framing_delivers_the_whole_answer() {
-    let upstream = Upstream::start();
-    let gw = config(&upstream).start();
-    let mut conn = gw.conn();
-
-    let paths = [
+    let conn = upstream_connections_of(&[
         "/x/shouting-length",
         "/x/chunked-answer",
         "/x/unframed-answer",
         "/x/plain",
-    ];
-    for path in paths {
+    ]);
+    // Framed answers leave their connection reusable; one ended by closing
+    // leaves none.
+    assert_eq!(conn[0], conn[1], "after a length in capitals");
+    assert_eq!(conn[1], conn[2], "after a chunked answer");
+    assert_ne!(conn[2], conn[3], "after an answer ended by closing");
+}
+
+/// GETs `paths` in turn on one client connection, checks each answer and
+/// that the upstream saw them in that order, and returns the upstream
+/// connection each went out on.
+fn upstream_connections_of(paths: &[&str]) -> Vec<usize> {
+    let upstream = Upstream::start();
+    let gw = config(&upstream).start();
+    let mut conn = gw.conn();
+    for &path in paths {
         let resp = conn.send("GET", path, &[], b"");
         assert_eq!(resp.status, 200, "{path}");
         assert_eq!(resp.json()["uri"], path, "{path}");
     }
-
     let sent = upstream.requests();
     let uris: Vec<_> = sent.iter().map(|r| r.uri.as_str()).collect();
     assert_eq!(uris, paths);
-    // Framed answers leave their connection reusable; one ended by closing
-    // leaves none.
-    assert_eq!(sent[0].conn, sent[1].conn, "after a length in capitals");
-    assert_eq!(sent[1].conn, sent[2].conn, "after a chunked answer");
+    sent.iter().map(|r| r.conn).collect()
+}
+
+#[test]
+fn only_an_answer_that_allows_it_leaves_its_upstream_connection_for_the_next() {
+    // Whether the next request may go out on the same upstream connection is
+    // the answer's to say (RFC 9112 section 9.3): HTTP/1.1 unless it says
+    // `Connection: close`, HTTP/1.0 only with `Connection: keep-alive`. The
+    // upstream here keeps every socket open, so only the gateway's reading
+    // of the answer decides.
+    let conn = upstream_connections_of(&[
+        "/ka/plain",
+        "/ka/says-close",
+        "/ka/http10",
+        "/ka/http10-keepalive",
+        "/ka/last",
+    ]);
+    assert_eq!(conn[0], conn[1], "after an HTTP/1.1 answer");
+    assert_ne!(conn[1], conn[2], "after Connection: close");
     assert_ne!(
-        sent[2].conn, sent[3].conn,
-        "after an answer ended by closing"
+        conn[2], conn[3],
+        "after an HTTP/1.0 answer without keep-alive"
+    );
+    assert_eq!(
+        conn[3], conn[4],
+        "after an HTTP/1.0 answer with Connection: keep-alive"
     );
 }
 

@@ -216,10 +216,17 @@ fn serve(sh: &Shared, stream: TcpStream, conn: usize) {
             Some(n) => ("application/octet-stream", vec![b'x'; n as usize]),
             None => ("application/json", default_body(&req)),
         };
+        // `/http10` answers as HTTP/1.0, where only `Connection: keep-alive`
+        // (`/http10-keepalive`) lets the gateway reuse the connection.
+        let http10 = req.uri.contains("/http10");
         let mut head = format!(
-            "HTTP/1.1 {status} {}\r\n",
+            "HTTP/1.{} {status} {}\r\n",
+            if http10 { 0 } else { 1 },
             if status < 400 { "OK" } else { "Error" }
         );
+        if req.uri.contains("/http10-keepalive") {
+            head += "Connection: keep-alive\r\n";
+        }
         let chunks = req.uri.contains("/chunked-answer");
         let unframed = req.uri.contains("/unframed-answer");
         let close = close || unframed;
@@ -244,7 +251,9 @@ fn serve(sh: &Shared, stream: TcpStream, conn: usize) {
             // One name no one would choose, one standard name in lowercase.
             head += "x-MiXeD-Case: 1\r\ncache-control: no-store\r\n";
         }
-        if close {
+        // `/says-close`: `Connection: close`, yet the socket stays open, so
+        // only the header tells the gateway not to send another request on it.
+        if close || req.uri.contains("/says-close") {
             head += "Connection: close\r\n";
         }
         head += "\r\n";

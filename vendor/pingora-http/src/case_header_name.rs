@@ -178,6 +178,43 @@ impl IntoCaseHeaderName for Bytes {
     }
 }
 
+/// colorgate patch 48: a header name as a parser found it, `buf[start..end]`,
+/// not yet cut out of the buffer. Cutting it out (`Bytes::slice`) counts a
+/// reference to the buffer up and, once the name is parsed, down again: two
+/// atomic operations per field, for a spelling that is almost always the
+/// default one and so never kept. This cuts it out only when it is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct BufHeaderName<'a> {
+    buf: &'a Bytes,
+    start: usize,
+    end: usize,
+}
+
+impl<'a> BufHeaderName<'a> {
+    /// The name at `buf[start..end]`; out-of-range bounds make an invalid name.
+    pub fn new(buf: &'a Bytes, start: usize, end: usize) -> Self {
+        BufHeaderName { buf, start, end }
+    }
+
+    fn bytes(&self) -> &'a [u8] {
+        self.buf.get(self.start..self.end).unwrap_or_default()
+    }
+}
+
+impl IntoCaseHeaderName for BufHeaderName<'_> {
+    fn into_case_header_name(self) -> CaseHeaderName {
+        CaseHeaderName(self.buf.slice_ref(self.bytes()))
+    }
+
+    fn into_header_names(self) -> Option<(HeaderName, Option<CaseHeaderName>)> {
+        let bytes = self.bytes();
+        let name = HeaderName::from_bytes(bytes).ok()?;
+        let case = (bytes != default_case(&name).as_bytes())
+            .then(|| CaseHeaderName(self.buf.slice_ref(bytes)));
+        Some((name, case))
+    }
+}
+
 fn titled_header_name(header_name: &HeaderName) -> Bytes {
     titled_header_name_str(header_name).map_or_else(
         || Bytes::copy_from_slice(header_name.as_str().as_bytes()),
@@ -400,6 +437,46 @@ pub(crate) fn default_case(header_name: &HeaderName) -> &str {
 mod tests {
     use super::*;
     use http::header;
+
+    #[test]
+    fn a_name_in_a_buffer_is_cut_out_only_when_its_spelling_is_kept() {
+        let buf =
+            Bytes::from_static(b"Content-Type: a\r\ncontent-TYPE: b\r\nx-one: c\r\nX-One: d\r\n");
+        let names = |start, end| BufHeaderName::new(&buf, start, end).into_header_names();
+        let at = |s: &str| {
+            let start = buf
+                .windows(s.len())
+                .position(|w| w == s.as_bytes())
+                .unwrap();
+            (start, start + s.len())
+        };
+        // The default spellings: parsed, nothing kept.
+        for s in ["Content-Type", "x-one"] {
+            let (start, end) = at(s);
+            let (name, case) = names(start, end).unwrap();
+            assert_eq!(name.as_str(), s.to_ascii_lowercase());
+            assert!(case.is_none(), "{s}");
+        }
+        // Any other spelling is kept, as sent.
+        for s in ["content-TYPE", "X-One"] {
+            let (start, end) = at(s);
+            let (name, case) = names(start, end).unwrap();
+            assert_eq!(name.as_str(), s.to_ascii_lowercase());
+            assert_eq!(case.unwrap().as_slice(), s.as_bytes());
+        }
+        // Not a name, or not in the buffer: refused, no panic.
+        let (start, _) = at(": a");
+        assert!(names(start, start + 3).is_none());
+        assert!(names(0, 0).is_none());
+        assert!(names(5, buf.len() + 1).is_none());
+        assert!(names(9, 3).is_none());
+        assert_eq!(
+            BufHeaderName::new(&buf, 0, 12)
+                .into_case_header_name()
+                .as_slice(),
+            b"Content-Type"
+        );
+    }
 
     #[test]
     fn test_case_header_name() {

@@ -41,7 +41,7 @@ use authority::{raw_target_authority, RawTargetAuthority};
 
 mod case_header_name;
 use case_header_name::CaseHeaderName;
-pub use case_header_name::{CaseHeader, IntoCaseHeaderName};
+pub use case_header_name::{BufHeaderName, CaseHeader, IntoCaseHeaderName};
 
 pub mod prelude {
     pub use crate::RequestHeader;

@@ -85,6 +85,12 @@ impl KVRef {
         self.name.get_bytes(buf)
     }
 
+    /// colorgate patch 48: the name still in `buf`, cut out only if its
+    /// spelling is kept (see [`pingora_http::BufHeaderName`]).
+    pub fn get_buf_name<'a>(&self, buf: &'a Bytes) -> pingora_http::BufHeaderName<'a> {
+        pingora_http::BufHeaderName::new(buf, self.name.0, self.name.1)
+    }
+
     /// Like [BufRef::get_bytes] for the value.
     pub fn get_value_bytes(&self, buf: &Bytes) -> Bytes {
         self.value.get_bytes(buf)

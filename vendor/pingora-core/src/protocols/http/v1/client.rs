@@ -18,7 +18,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, header::AsHeaderName, HeaderValue, StatusCode, Version};
 use log::{debug, trace};
 use pingora_error::{Error, ErrorType::*, OrErr, Result, RetryType};
-use pingora_http::{HMap, IntoCaseHeaderName, RequestHeader, ResponseHeader};
+use pingora_http::{HMap, RequestHeader, ResponseHeader};
 use pingora_timeout::timeout;
 use std::io::ErrorKind;
 use std::str;
@@ -57,6 +57,9 @@ pub struct HttpSession {
     // plain (see `FramingScan::plain`): known without looking it up. The
     // header the session keeps is never changed.
     plain_framing: Option<Option<usize>>,
+    // colorgate patch 47: what the session still needs of a response header
+    // it handed out whole (`read_resp_header_parts`), kept instead of a copy.
+    handed_out: Option<RespFacts>,
     request_written: Option<Box<RequestHeader>>,
     bytes_sent: usize,
     /// Total response body payload bytes received from upstream
@@ -71,6 +74,71 @@ pub struct HttpSession {
     // If allowed, does not fail with error on invalid content-length
     // (treats as close-delimited response).
     allow_h1_response_invalid_content_length: bool,
+}
+
+// colorgate patch: a name given as text is parsed on every lookup.
+const KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
+
+/// colorgate patch 47: what a client session still needs of a response
+/// header once it has handed the header out: its status (is there another
+/// header to read, after a 1xx?) and what decides whether the connection is
+/// reused ([`HttpSession::respect_keepalive()`]).
+#[derive(Clone, Copy, Debug)]
+struct RespFacts {
+    status: StatusCode,
+    version: Version,
+    /// HTTP/1.0 with `Transfer-Encoding`: the connection must close.
+    http10_transfer_encoding: bool,
+    /// What the first `Connection` field says: keep-alive, close, neither.
+    connection_keepalive: Option<bool>,
+    /// `Keep-Alive: timeout=…, max=…`, looked for only after `Connection:
+    /// keep-alive`, the one case that reads it.
+    keepalive_values: (Option<u64>, Option<usize>),
+}
+
+impl RespFacts {
+    fn of(header: &ResponseHeader) -> Self {
+        let connection_keepalive = is_buf_keepalive(header.headers.get(header::CONNECTION));
+        RespFacts {
+            status: header.status,
+            version: header.version,
+            http10_transfer_encoding: header.version == Version::HTTP_10
+                && header.headers.contains_key(header::TRANSFER_ENCODING),
+            connection_keepalive,
+            keepalive_values: match connection_keepalive {
+                Some(true) => keepalive_values(header.headers.get(KEEP_ALIVE)),
+                _ => (None, None),
+            },
+        }
+    }
+}
+
+/// `Keep-Alive: timeout=5, max=1000` => 5, 1000
+/// This is defined in the below spec, this not part of any RFC, so
+/// it's behavior is different on different platforms.
+/// https://developer.mozilla.org/en-US/docs/Web/HTTP/Headers/Keep-Alive
+fn keepalive_values(keep_alive_header: Option<&HeaderValue>) -> (Option<u64>, Option<usize>) {
+    let Some(keep_alive_header) = keep_alive_header else {
+        return (None, None);
+    };
+
+    let Ok(header_value) = str::from_utf8(keep_alive_header.as_bytes()) else {
+        return (None, None);
+    };
+
+    let mut timeout = None;
+    let mut max = None;
+
+    for param in header_value.split(',') {
+        let parts = param.split_once('=').map(|(k, v)| (k.trim(), v));
+        match parts {
+            Some(("timeout", timeout_value)) => timeout = timeout_value.trim().parse().ok(),
+            Some(("max", max_value)) => max = max_value.trim().parse().ok(),
+            _ => {}
+        }
+    }
+
+    (timeout, max)
 }
 
 /// HTTP 1.x client session
@@ -95,6 +163,7 @@ impl HttpSession {
             keepalive_timeout: KeepaliveStatus::Off,
             response_header: None,
             plain_framing: None,
+            handed_out: None,
             request_written: None,
             read_timeout: None,
             write_timeout: None,
@@ -326,10 +395,10 @@ impl HttpSession {
                         // here rather than looked up.
                         let mut framing = FramingScan::default();
                         for header in header_refs {
-                            let header_name = header.get_name_bytes(&buf);
+                            // colorgate patch 48: the name stays in the buffer.
+                            let header_name = header.get_buf_name(&buf);
                             let value_bytes = header.get_value_bytes(&buf);
-                            framing.note(&header_name, &value_bytes);
-                            let header_name = header_name.into_case_header_name();
+                            framing.note(header.get_name(&buf), &value_bytes);
                             let header_value = pingora_http::header_value_from_raw(value_bytes);
                             if let Err(e) = response_header
                                 .append_header(header_name, header_value)
@@ -451,20 +520,26 @@ impl HttpSession {
         }
     }
 
-    /// Similar to [`Self::read_response()`], read the response header and then return a copy of it.
+    /// Similar to [`Self::read_response()`], read the response header and hand it out.
+    ///
+    /// colorgate patch 47: the session keeps no copy of a header it hands out,
+    /// only its status and what decides the connection's reuse
+    /// ([`Self::respect_keepalive()`]): [`Self::get_status()`] still answers,
+    /// [`Self::resp_header()`] and [`Self::get_header()`] return `None`. A copy
+    /// cost an allocation or three, and an atomic count for every field, on
+    /// every proxied response.
     pub async fn read_resp_header_parts(&mut self) -> Result<Box<ResponseHeader>> {
         self.read_response().await?;
-        // colorgate patch: hand out the header as read, which has room for
-        // what a proxy adds, and keep the copy (whose room is exactly full).
         let read = self
             .response_header
             .take()
             .expect("read_response() returned Ok, so a header was read");
-        self.response_header = Some(Box::new((*read).clone()));
+        self.handed_out = Some(RespFacts::of(&read));
         Ok(read)
     }
 
     /// Return a reference of the [`ResponseHeader`] if the response is read
+    /// (and not handed out by [`Self::read_resp_header_parts()`]: colorgate patch 47)
     pub fn resp_header(&self) -> Option<&ResponseHeader> {
         self.response_header.as_deref()
     }
@@ -486,7 +561,19 @@ impl HttpSession {
 
     /// Return the status code of the response if read
     pub fn get_status(&self) -> Option<StatusCode> {
-        self.response_header.as_ref().map(|h| h.status)
+        match self.response_header.as_deref() {
+            Some(h) => Some(h.status),
+            None => self.handed_out.map(|f| f.status),
+        }
+    }
+
+    /// colorgate patch 47: the facts of the response header read last,
+    /// whether the session still holds it or handed it out.
+    fn resp_facts(&self) -> Option<RespFacts> {
+        match self.response_header.as_deref() {
+            Some(h) => Some(RespFacts::of(h)),
+            None => self.handed_out,
+        }
     }
 
     async fn do_read_body(&mut self) -> Result<Option<BufRef>> {
@@ -594,20 +681,17 @@ impl HttpSession {
             return;
         }
 
+        // colorgate patch 47: read from the facts kept of the header.
+        let facts = self.resp_facts();
         // Per [RFC 9112 Section 6.1-16](https://datatracker.ietf.org/doc/html/rfc9112#section-6.1-16),
         // if Transfer-Encoding is received in HTTP/1.0 response, connection MUST be closed after processing.
-        if self.resp_header().map(|h| h.version) == Some(Version::HTTP_10)
-            && self
-                .resp_header()
-                .and_then(|h| h.headers.get(header::TRANSFER_ENCODING))
-                .is_some()
-        {
+        if facts.is_some_and(|f| f.http10_transfer_encoding) {
             self.set_keepalive(None);
             return;
         }
-        if let Some(keepalive) = self.is_connection_keepalive() {
+        if let Some(keepalive) = self.is_connection_keepalive(facts) {
             if keepalive {
-                let (timeout, _max_use) = self.get_keepalive_values();
+                let (timeout, _max_use) = facts.map_or((None, None), |f| f.keepalive_values);
                 // TODO: respect max_use
                 match timeout {
                     Some(d) => self.set_keepalive(Some(d)),
@@ -616,7 +700,7 @@ impl HttpSession {
             } else {
                 self.set_keepalive(None);
             }
-        } else if self.resp_header().map(|h| h.version) == Some(Version::HTTP_11) {
+        } else if facts.map(|f| f.version) == Some(Version::HTTP_11) {
             self.set_keepalive(Some(0)); // on by default for http 1.1
         } else {
             self.set_keepalive(None); // off by default for http 1.0
@@ -628,7 +712,7 @@ impl HttpSession {
         !matches!(self.keepalive_timeout, KeepaliveStatus::Off)
     }
 
-    fn is_connection_keepalive(&self) -> Option<bool> {
+    fn is_connection_keepalive(&self, facts: Option<RespFacts>) -> Option<bool> {
         let request_keepalive = self
             .request_written
             .as_ref()
@@ -637,7 +721,7 @@ impl HttpSession {
         match request_keepalive {
             // ignore what the server sends if request disables keepalive explicitly
             Some(false) => Some(false),
-            _ => is_buf_keepalive(self.get_header(header::CONNECTION)),
+            _ => facts.and_then(|f| f.connection_keepalive),
         }
     }
 
@@ -645,30 +729,9 @@ impl HttpSession {
     /// This is defined in the below spec, this not part of any RFC, so
     /// it's behavior is different on different platforms.
     /// https://developer.mozilla.org/en-US/docs/Web/HTTP/Headers/Keep-Alive
+    #[cfg(test)]
     fn get_keepalive_values(&self) -> (Option<u64>, Option<usize>) {
-        // colorgate patch: a name given as text is parsed on every lookup.
-        const KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
-        let Some(keep_alive_header) = self.get_header(KEEP_ALIVE) else {
-            return (None, None);
-        };
-
-        let Ok(header_value) = str::from_utf8(keep_alive_header.as_bytes()) else {
-            return (None, None);
-        };
-
-        let mut timeout = None;
-        let mut max = None;
-
-        for param in header_value.split(',') {
-            let parts = param.split_once('=').map(|(k, v)| (k.trim(), v));
-            match parts {
-                Some(("timeout", timeout_value)) => timeout = timeout_value.trim().parse().ok(),
-                Some(("max", max_value)) => max = max_value.trim().parse().ok(),
-                _ => {}
-            }
-        }
-
-        (timeout, max)
+        keepalive_values(self.get_header(KEEP_ALIVE))
     }
 
     /// Close the connection abruptly. This allows to signal the server that the connection is closed
@@ -1241,8 +1304,9 @@ mod tests_stream {
         let mock_io = Builder::new().read(input).build();
         let mut http_stream = HttpSession::new(Box::new(mock_io));
         let resp = http_stream.read_resp_header_parts().await.unwrap();
-        assert_eq!(1, http_stream.resp_header().unwrap().headers.len());
-        assert_eq!(http_stream.get_header("Server👍").unwrap(), "pingora");
+        // colorgate patch 47: the header is handed out, not copied.
+        assert!(http_stream.resp_header().is_none());
+        assert_eq!(1, resp.headers.len());
         assert_eq!(resp.headers.get("Server👍").unwrap(), "pingora");
     }
 

@@ -24,7 +24,7 @@ use log::{debug, trace, warn};
 use once_cell::sync::Lazy;
 use percent_encoding::{percent_encode, AsciiSet, CONTROLS};
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
-use pingora_http::{IntoCaseHeaderName, RequestHeader, ResponseHeader};
+use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_timeout::timeout;
 use regex::bytes::Regex;
 use std::any::Any;
@@ -527,10 +527,10 @@ impl HttpSession {
                         // here rather than looked up.
                         let mut framing = FramingScan::default();
                         for header in header_refs {
-                            let header_name = header.get_name_bytes(&buf);
+                            // colorgate patch 48: the name stays in the buffer.
+                            let header_name = header.get_buf_name(&buf);
                             let value_bytes = header.get_value_bytes(&buf);
-                            framing.note(&header_name, &value_bytes);
-                            let header_name = header_name.into_case_header_name();
+                            framing.note(header.get_name(&buf), &value_bytes);
                             // safe because this is from what we parsed
                             let header_value = unsafe {
                                 http::HeaderValue::from_maybe_shared_unchecked(value_bytes)
