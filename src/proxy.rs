@@ -479,6 +479,10 @@ impl ProxyHttp for Proxy {
             _ => respond::new_request_id(),
         };
         s.set_keepalive(keepalive_secs(gw.keepalive_timeout));
+        // Requests a client sends before reading the answers (HTTP/1.1
+        // pipelining) are served in order, as nginx serves them. Without
+        // this, Pingora answers the first and closes the connection.
+        s.downstream_session.set_pipelining_enabled(true);
         // nginx send_timeout: a client that stops reading our answer is dropped.
         s.set_write_timeout(Some(gw.send_timeout));
 

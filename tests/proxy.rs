@@ -1373,6 +1373,53 @@ fn several_requests_on_one_client_connection_all_succeed() {
 }
 
 #[test]
+fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    // HTTP/1.1 lets a client send requests before reading the answers (RFC
+    // 9112 section 9.3.2), and nginx serves them in order. Pingora, unless
+    // told, answered the first, closed the connection and dropped the rest.
+    let upstream = Upstream::start();
+    let gw = config(&upstream)
+        .routes("- path: /api/\n  upstream: app\n  auth: none")
+        .start();
+    let mut conn = gw.conn();
+    let upload: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+
+    let requests: [(&str, &str, &[u8]); 5] = [
+        ("GET", "/api/1", b""),
+        ("POST", "/api/2", &upload),
+        ("GET", "/nowhere", b""),
+        ("HEAD", "/api/4", b""),
+        ("GET", "/api/5", b""),
+    ];
+    let mut all = Vec::new();
+    for (method, path, body) in requests {
+        all.extend(common::build_request(
+            gw.port(),
+            method,
+            path,
+            &[],
+            body,
+            false,
+        ));
+    }
+    conn.write(&all);
+    let statuses: Vec<u16> = requests
+        .iter()
+        .map(|(method, ..)| conn.read_response(*method == "HEAD").status)
+        .collect();
+    assert_eq!(statuses, [200, 200, 404, 200, 200]);
+    // The connection goes on after them.
+    let resp = conn.send("GET", "/api/6", &[], b"");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json()["uri"], "/api/6");
+
+    let reqs = upstream.wait_for_requests(5, IO_TIMEOUT);
+    let uris: Vec<_> = reqs.iter().map(|r| r.uri.as_str()).collect();
+    assert_eq!(uris, ["/api/1", "/api/2", "/api/4", "/api/5", "/api/6"]);
+    assert!(reqs[1].body == upload, "the pipelined upload was changed");
+}
+
+#[test]
 fn upstream_connections_are_reused_across_requests() {
     let upstream = Upstream::start();
     let gw = config(&upstream).start();
