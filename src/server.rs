@@ -161,9 +161,9 @@ fn add_listener<A>(
     match &l.tls {
         None => {
             // No read buffer under plain HTTP: Pingora reads headers and bodies
-            // into buffers of its own, so the default 64 KiB, zeroed for every
-            // connection and kept while it idles, only added a copy. (TLS keeps
-            // it: rustls reads records in small pieces.)
+            // into buffers of its own, so the default 64 KiB only added a copy.
+            // (TLS keeps it, as rustls reads records in pieces of 4 KiB; it
+            // exists only while a body streams in: vendor patch 49.)
             let unbuffered = L4BufferSettings::default().read(0);
             svc.add_listener(ListenerConfig::tcp(&addr).l4_buffer(unbuffered))
         }

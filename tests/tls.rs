@@ -1277,6 +1277,64 @@ fn tls_records(bytes: &[u8]) -> Vec<usize> {
 }
 
 #[test]
+fn uploads_and_pipelined_requests_over_tls_arrive_whole_on_one_connection() {
+    // A TLS listener reads ahead into a buffer only during a burst, and holds
+    // none while the connection idles (vendor/README.md, patch 49). Bodies
+    // many times that buffer, small requests between them, and two requests
+    // in one write must all reach the upstream byte-exact and in order.
+    let ca = Ca::new("bulk");
+    let leaf = ca.leaf("gateway bulk");
+    let upstream = Upstream::start();
+    let gw = tls_config(&upstream, &leaf)
+        .section("limits", "max_body_size: 10M")
+        .start();
+    let image: Vec<u8> = (0..(3 * 1024 * 1024 + 7))
+        .map(|i: u32| (i % 251) as u8)
+        .collect();
+    let mut c = TlsConn::connect(gw.port(), client(&[ca.der()], TLS12_13, &[b"http/1.1"]))
+        .expect("handshake");
+
+    let sends: [(&str, &str, &[u8]); 3] = [
+        ("POST", "/bulk/1", &image),
+        ("GET", "/bulk/2", b""),
+        ("POST", "/bulk/3", &image[..100_000]),
+    ];
+    for (method, path, body) in sends {
+        let resp = c.send(method, path, &[], body);
+        assert_eq!(resp.status, 200, "{path}: {resp:?}");
+        assert_eq!(resp.json()["body_len"], body.len(), "{path}");
+    }
+    // Two requests in one write: the second arrives with the first's bytes.
+    let mut both = common::build_request(gw.port(), "GET", "/bulk/4", &[], b"", false);
+    both.extend(common::build_request(
+        gw.port(),
+        "POST",
+        "/bulk/5",
+        &[],
+        &image[..70_000],
+        false,
+    ));
+    c.reader.get_mut().write_all(&both).unwrap();
+    c.reader.get_mut().flush().unwrap();
+    for (path, len) in [("/bulk/4", 0), ("/bulk/5", 70_000)] {
+        let resp = common::read_response(&mut c.reader, false);
+        assert_eq!(resp.status, 200, "{path}: {resp:?}");
+        assert_eq!(resp.json()["uri"], path);
+        assert_eq!(resp.json()["body_len"], len, "{path}");
+    }
+
+    let reqs = upstream.wait_for_requests(5, IO_TIMEOUT);
+    let uris: Vec<_> = reqs.iter().map(|r| r.uri.as_str()).collect();
+    assert_eq!(
+        uris,
+        ["/bulk/1", "/bulk/2", "/bulk/3", "/bulk/4", "/bulk/5"]
+    );
+    assert!(reqs[0].body == image, "the upload was changed on the way");
+    assert!(reqs[2].body == image[..100_000]);
+    assert!(reqs[4].body == image[..70_000]);
+}
+
+#[test]
 fn a_small_response_goes_out_as_one_tls_record() {
     // nginx seals a response's header and body together; a record per write
     // costs a seal (an AEAD pass, a header, a tag) each.

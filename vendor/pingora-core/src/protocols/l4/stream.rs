@@ -31,7 +31,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 #[cfg(target_os = "linux")]
 use tokio::io::Interest;
-use tokio::io::{self, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadBuf};
+use tokio::io::{self, AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
 use tokio::net::TcpStream;
 #[cfg(unix)]
 use tokio::net::UnixStream;
@@ -421,14 +421,14 @@ impl L4BufferSettings {
 /// The L4 buffers in front of a [`RawStreamWrapper`]: a read buffer over a write
 /// buffer, the same layering as tokio's [`BufStream`](tokio::io::BufStream).
 ///
-/// A zero read capacity leaves the read buffer out, because [`BufReader`] panics on
-/// a zero capacity. Reads then go straight to the raw stream, as they did through
-/// an empty `BufReader`. [`BufWriter`] accepts a zero capacity and writes straight
-/// through.
+/// A zero read capacity leaves the read buffer out. Reads then go straight
+/// to the raw stream. [`BufWriter`] accepts a zero capacity and writes
+/// straight through.
 #[derive(Debug)]
 enum BufferedStream {
     UnbufferedRead(BufWriter<RawStreamWrapper>),
-    BufferedRead(BufReader<BufWriter<RawStreamWrapper>>),
+    // colorgate patch 49: a `ReadAhead` rather than a `BufReader`.
+    BufferedRead(ReadAhead, BufWriter<RawStreamWrapper>),
 }
 
 impl BufferedStream {
@@ -437,21 +437,21 @@ impl BufferedStream {
         if read == 0 {
             BufferedStream::UnbufferedRead(writer)
         } else {
-            BufferedStream::BufferedRead(BufReader::with_capacity(read, writer))
+            BufferedStream::BufferedRead(ReadAhead::new(read), writer)
         }
     }
 
     fn writer(&self) -> &BufWriter<RawStreamWrapper> {
         match self {
             BufferedStream::UnbufferedRead(writer) => writer,
-            BufferedStream::BufferedRead(reader) => reader.get_ref(),
+            BufferedStream::BufferedRead(_, writer) => writer,
         }
     }
 
     fn writer_mut(&mut self) -> &mut BufWriter<RawStreamWrapper> {
         match self {
             BufferedStream::UnbufferedRead(writer) => writer,
-            BufferedStream::BufferedRead(reader) => reader.get_mut(),
+            BufferedStream::BufferedRead(_, writer) => writer,
         }
     }
 
@@ -467,7 +467,7 @@ impl BufferedStream {
     fn into_inner(self) -> RawStreamWrapper {
         match self {
             BufferedStream::UnbufferedRead(writer) => writer.into_inner(),
-            BufferedStream::BufferedRead(reader) => reader.into_inner().into_inner(),
+            BufferedStream::BufferedRead(_, writer) => writer.into_inner(),
         }
     }
 }
@@ -480,7 +480,105 @@ impl AsyncRead for BufferedStream {
     ) -> Poll<io::Result<()>> {
         match &mut *self {
             BufferedStream::UnbufferedRead(writer) => Pin::new(writer).poll_read(cx, buf),
-            BufferedStream::BufferedRead(reader) => Pin::new(reader).poll_read(cx, buf),
+            BufferedStream::BufferedRead(ahead, writer) => ahead.poll_read(writer, cx, buf),
+        }
+    }
+}
+
+/// colorgate patch 49: a read buffer that takes memory only while it holds
+/// bytes, and reads ahead only when the reader is taking a stream of them.
+///
+/// A `BufReader` allocated (and zeroed) its whole capacity, 64 KiB by
+/// default, for every connection and kept it while the connection idled:
+/// most of the memory of an idle TLS connection (rustls reads records in
+/// pieces of 4 KiB, which is why the listener buffers at all). Here a read
+/// goes straight into the caller's buffer while the data comes in pieces
+/// smaller than it: a request, a handshake message. Once a read fills the
+/// caller's buffer whole, more is likely waiting, and reads fill a buffer of
+/// `capacity` (not zeroed) instead, handed out in the caller's pieces, for
+/// as long as each brings at least [`Self::STREAMING_MIN`]. The buffer is
+/// freed when empty, and whenever a read finds nothing to read, so an idle
+/// connection holds no read buffer.
+#[derive(Debug)]
+struct ReadAhead {
+    /// Read but not yet handed out: `data[pos..]`. No allocation when empty.
+    data: Vec<u8>,
+    pos: usize,
+    capacity: usize,
+    /// Whether the last read filled its destination whole.
+    streaming: bool,
+}
+
+impl ReadAhead {
+    /// A read ahead that brings less than this (one TLS record) ends the
+    /// stream: the next read goes straight to the caller again.
+    const STREAMING_MIN: usize = 16 * 1024;
+
+    fn new(capacity: usize) -> Self {
+        ReadAhead {
+            data: Vec::new(),
+            pos: 0,
+            capacity,
+            streaming: false,
+        }
+    }
+
+    fn release(&mut self) {
+        self.data = Vec::new();
+        self.pos = 0;
+    }
+
+    fn poll_read<R: AsyncRead + Unpin>(
+        &mut self,
+        inner: &mut R,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        // What was read ahead goes first.
+        if let Some(ahead) = self.data.get(self.pos..).filter(|a| !a.is_empty()) {
+            let n = ahead.len().min(out.remaining());
+            out.put_slice(&ahead[..n]);
+            self.pos += n;
+            if self.pos == self.data.len() {
+                self.release();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        let want = out.remaining();
+        if !self.streaming || want >= self.capacity {
+            // Straight into the caller's buffer.
+            let before = out.filled().len();
+            let polled = Pin::new(inner).poll_read(cx, out);
+            self.streaming = matches!(polled, Poll::Ready(Ok(())))
+                && want > 0
+                && out.filled().len() - before == want;
+            return polled;
+        }
+        // Streaming: read ahead as much as the buffer holds.
+        let mut data = Vec::with_capacity(self.capacity);
+        let mut ahead = ReadBuf::uninit(&mut data.spare_capacity_mut()[..self.capacity]);
+        let polled = Pin::new(inner).poll_read(cx, &mut ahead);
+        let n = ahead.filled().len();
+        match polled {
+            Poll::Ready(Ok(())) => {
+                // SAFETY: `ReadBuf` counts as filled only bytes written.
+                unsafe { data.set_len(n) };
+                self.streaming = n >= Self::STREAMING_MIN.min(self.capacity);
+                let give = n.min(want);
+                out.put_slice(&data[..give]);
+                if give < n {
+                    self.data = data;
+                    self.pos = give;
+                }
+                Poll::Ready(Ok(()))
+            }
+            // Nothing to read yet: hold no buffer meanwhile (`data` is
+            // dropped), but stay streaming for when the data comes.
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => {
+                self.streaming = false;
+                Poll::Ready(Err(e))
+            }
         }
     }
 }
