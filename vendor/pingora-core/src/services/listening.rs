@@ -242,7 +242,11 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                         // must not hold a connection for 60 s.
                         let limit = crate::protocols::http::v1::server::header_timeout()
                             .unwrap_or(Duration::from_secs(60));
-                        match timeout(limit, io.handshake()).await {
+                        // colorgate patch 50: the handshake in a box of its own,
+                        // freed when it is done. Inline, its state (a TLS
+                        // accept's, kilobytes) sized this task's future, held
+                        // for the connection's whole life, idle or not.
+                        match timeout(limit, Box::pin(io.handshake())).await {
                             Ok(handshake) => {
                                 match handshake {
                                     Ok(io) => Self::handle_event(io, app, shutdown).await,
