@@ -505,7 +505,9 @@ struct ReadAhead {
     data: Vec<u8>,
     pos: usize,
     capacity: usize,
-    /// Whether the last read filled its destination whole.
+    /// Whether reads go through the buffer: set when a read fills the
+    /// caller's buffer whole, kept while each read ahead brings at least
+    /// [`Self::STREAMING_MIN`] and across waits for more.
     streaming: bool,
 }
 
