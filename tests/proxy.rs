@@ -354,9 +354,7 @@ fn large_uploads_arrive_byte_exact_and_the_connection_stays_usable() {
     let gw = config(&upstream)
         .section("limits", "max_body_size: 10M")
         .start();
-    let image: Vec<u8> = (0..(2 * 1024 * 1024 + 12_345))
-        .map(|i: u32| (i % 251) as u8)
-        .collect();
+    let image = common::upload_body(2 * 1024 * 1024 + 12_345);
     let mut conn = gw.conn();
 
     let resp = conn.send("POST", "/upload", &[], &image);
@@ -1382,7 +1380,7 @@ fn pipelined_requests_are_answered_in_order_on_one_connection() {
         .routes("- path: /api/\n  upstream: app\n  auth: none")
         .start();
     let mut conn = gw.conn();
-    let upload: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+    let upload = common::upload_body(70_000);
 
     let requests: [(&str, &str, &[u8]); 5] = [
         ("GET", "/api/1", b""),

@@ -1288,9 +1288,7 @@ fn uploads_and_pipelined_requests_over_tls_arrive_whole_on_one_connection() {
     let gw = tls_config(&upstream, &leaf)
         .section("limits", "max_body_size: 10M")
         .start();
-    let image: Vec<u8> = (0..(3 * 1024 * 1024 + 7))
-        .map(|i: u32| (i % 251) as u8)
-        .collect();
+    let image = common::upload_body(3 * 1024 * 1024 + 7);
     let mut c = TlsConn::connect(gw.port(), client(&[ca.der()], TLS12_13, &[b"http/1.1"]))
         .expect("handshake");
 

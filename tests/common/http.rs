@@ -201,6 +201,13 @@ pub fn build_request(
     out
 }
 
+/// `len` bytes of a pattern that repeats every 251 bytes (a prime, so no
+/// power-of-two buffer boundary lines up with it): an upload whose every
+/// byte a test can check.
+pub fn upload_body(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
 /// Encodes `body` with the chunked transfer coding in `size`-byte chunks.
 /// Send it with a `("Transfer-Encoding", "chunked")` header.
 pub fn chunked(body: &[u8], size: usize) -> Vec<u8> {

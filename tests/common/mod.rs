@@ -19,7 +19,9 @@ mod http;
 mod upstream;
 
 pub use gateway::{config, indent, Gateway, GatewayConfig, READY_TIMEOUT, STOP_TIMEOUT};
-pub use http::{build_request, chunked, http, raw, read_response, Conn, Response, IO_TIMEOUT};
+pub use http::{
+    build_request, chunked, http, raw, read_response, upload_body, Conn, Response, IO_TIMEOUT,
+};
 pub use upstream::{RecordedRequest, Upstream};
 
 use std::net::TcpListener;
