@@ -507,7 +507,6 @@ impl Spawned {
         self.status.unwrap()
     }
 
-    /// Everything it wrote on stderr (call after it exited).
     /// Probes 127.0.0.1:`port` every 20 ms until it accepts; panics with
     /// the captured stderr if the process exits or `READY_TIMEOUT` passes.
     fn wait_listening(&mut self, port: u16) {
@@ -525,6 +524,7 @@ impl Spawned {
         }
     }
 
+    /// Everything it wrote on stderr (call after it exited).
     fn stderr(&mut self) -> String {
         let mut s = String::new();
         if let Some(mut e) = self.child.stderr.take() {

@@ -725,10 +725,7 @@ impl HttpSession {
         }
     }
 
-    /// `Keep-Alive: timeout=5, max=1000` => 5, 1000
-    /// This is defined in the below spec, this not part of any RFC, so
-    /// it's behavior is different on different platforms.
-    /// https://developer.mozilla.org/en-US/docs/Web/HTTP/Headers/Keep-Alive
+    /// [`keepalive_values`] of the header the session holds (for tests).
     #[cfg(test)]
     fn get_keepalive_values(&self) -> (Option<u64>, Option<usize>) {
         keepalive_values(self.get_header(KEEP_ALIVE))
