@@ -376,6 +376,32 @@ fn large_uploads_arrive_byte_exact_and_the_connection_stays_usable() {
 }
 
 #[test]
+fn an_upstream_that_refuses_an_upload_before_reading_it_is_answered_at_once() {
+    // An application that refuses an upload by its Content-Length answers
+    // before reading it, then hangs up with the body unread or drains it.
+    // The client gets the application's own answer, and the next request
+    // is served: the gateway neither waits for the rest of the body nor
+    // reuses a connection it left half-written.
+    let upstream = Upstream::start();
+    let gw = config(&upstream)
+        .section("limits", "max_body_size: 10M")
+        .start();
+    let image = common::upload_body(4 * 1024 * 1024);
+    for path in ["/answers-early", "/answers-early-drain"] {
+        let resp = gw.request("POST", path, &[], &image);
+        assert_eq!(resp.status, 413, "{path}: {}", resp.body_str());
+        assert_eq!(resp.body_str(), r#"{"early":"yes"}"#, "{path}");
+        let resp = gw.request("GET", "/after", &[], b"");
+        assert_eq!(resp.status, 200, "{path}, then: {}", resp.body_str());
+    }
+    let uris: Vec<String> = upstream.requests().into_iter().map(|r| r.uri).collect();
+    assert_eq!(
+        uris,
+        ["/answers-early", "/after", "/answers-early-drain", "/after"]
+    );
+}
+
+#[test]
 fn a_chunked_body_passing_max_body_size_is_a_json_413_and_the_upstream_never_gets_more() {
     let upstream = Upstream::start();
     let gw = config(&upstream)

@@ -1419,6 +1419,36 @@ fn an_http2_refusal_before_the_body_still_takes_the_body_and_ends_cleanly() {
 }
 
 #[test]
+fn an_upstream_that_refuses_an_http2_upload_before_reading_it_is_answered_at_once() {
+    // As over HTTP/1 (tests/proxy.rs): the upstream answers 413 before
+    // reading a 4 MiB upload, then hangs up or drains it. The answer must
+    // reach the client well before body_timeout (the exchange is bounded
+    // by the client's own timeout), and the connection serves the next
+    // stream.
+    let ca = Ca::new("h2-upstream-early");
+    let leaf = ca.leaf("h2-upstream-early");
+    let upstream = Upstream::start();
+    let gw = tls_config(&upstream, &leaf)
+        .section("limits", "max_body_size: 10M\nbody_timeout: 60s")
+        .start();
+    let image = common::upload_body(4 * 1024 * 1024);
+    for path in ["/answers-early", "/answers-early-drain"] {
+        let s = h2(
+            gw.port(),
+            &ca.der(),
+            vec![
+                h2req("POST", path).body(image.clone()),
+                h2req("GET", "/after"),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(s.responses[0].status, 413, "{path}");
+        assert_eq!(s.responses[0].body, br#"{"early":"yes"}"#, "{path}");
+        assert_eq!(s.responses[1].status, 200, "{path}, then");
+    }
+}
+
+#[test]
 fn an_http2_upload_that_stalls_is_cut_off_at_the_body_timeout() {
     // nginx's client_body_timeout, as on HTTP/1: Pingora timed no HTTP/2
     // body read, so a stalled upload held its stream (and any in-flight

@@ -192,6 +192,33 @@ fn serve(sh: &Shared, stream: TcpStream, conn: usize) {
         if find_header(&headers, "expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
             let _ = out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
+        // `/answers-early`: a 413 before any of the body is read, as an
+        // application refusing an upload by its Content-Length does; then it
+        // hangs up with the body unread, or (`/answers-early-drain`) reads
+        // and discards the body and serves the connection on.
+        if uri.contains("/answers-early") {
+            let drain = uri.contains("/answers-early-drain");
+            let head = format!(
+                "HTTP/1.1 413 Error\r\nContent-Type: application/json\r\nContent-Length: 15\r\n{}\r\n{{\"early\":\"yes\"}}",
+                if drain { "" } else { "Connection: close\r\n" }
+            );
+            sh.log.lock().unwrap().push(RecordedRequest {
+                method,
+                uri,
+                version,
+                headers: headers.clone(),
+                names_as_sent,
+                body: Vec::new(),
+                conn,
+            });
+            let ok = out.write_all(head.as_bytes()).is_ok();
+            if drain && ok {
+                read_body(&mut r, &headers, false);
+                continue;
+            }
+            let _ = out.shutdown(Shutdown::Both);
+            return;
+        }
         let body = read_body(&mut r, &headers, false);
         let close = version == "HTTP/1.0"
             || find_header(&headers, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
