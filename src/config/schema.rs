@@ -44,7 +44,7 @@ pub struct Server {
     /// Pingora's `work_stealing`. Off (the default) runs one runtime per
     /// thread, each connection staying on the thread that took it, as
     /// nginx's workers; on, idle threads take tasks from busy ones, which
-    /// measured slower here (README, Performance).
+    /// measured slower here (benches/results/load.md and HISTORY.md).
     pub work_stealing: bool,
     /// nginx's `worker_cpu_affinity auto`: with `work_stealing: false`, pin
     /// worker thread `i` of each listener to the `i`-th CPU the process may
