@@ -5,11 +5,22 @@
 
 use pingora_http::CaseHeader;
 
-pub static X_FORWARDED_FOR: CaseHeader = CaseHeader::from_static("x-forwarded-for");
-pub static X_FORWARDED_PROTO: CaseHeader = CaseHeader::from_static("x-forwarded-proto");
-pub static X_REAL_IP: CaseHeader = CaseHeader::from_static("x-real-ip");
-pub static X_REQUEST_ID: CaseHeader = CaseHeader::from_static("x-request-id");
-pub static X_USER_ID: CaseHeader = CaseHeader::from_static("x-user-id");
+// The fields added to upstream requests, spelled as nginx users write them
+// in `proxy_set_header` (and as the contract does). They go out as lines
+// (vendor patch 45), where a spelling costs nothing.
+pub static X_FORWARDED_FOR: CaseHeader =
+    CaseHeader::from_static_spelled("x-forwarded-for", "X-Forwarded-For");
+pub static X_FORWARDED_PROTO: CaseHeader =
+    CaseHeader::from_static_spelled("x-forwarded-proto", "X-Forwarded-Proto");
+pub static X_REAL_IP: CaseHeader = CaseHeader::from_static_spelled("x-real-ip", "X-Real-IP");
+pub static X_REQUEST_ID: CaseHeader =
+    CaseHeader::from_static_spelled("x-request-id", "X-Request-Id");
+pub static X_USER_ID: CaseHeader = CaseHeader::from_static_spelled("x-user-id", "X-User-Id");
+/// `X-Request-Id` as inserted into a response's header map: a spelling
+/// other than lowercase there would cost a second map of names per
+/// response, so responses carry it as `x-request-id` (names are
+/// case-insensitive; clients compare them so).
+pub static RESPONSE_REQUEST_ID: CaseHeader = CaseHeader::from_static("x-request-id");
 /// Spelled as it is conventionally (and by nginx users in `add_header`):
 /// a standard name in lowercase would cost a second map of names per response.
 pub static STRICT_TRANSPORT_SECURITY: CaseHeader =

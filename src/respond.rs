@@ -197,7 +197,7 @@ pub fn add_proxied_headers(
     };
     match fixed {
         Some(fixed) if session.set_fixed_response_headers(fixed.clone()) => {
-            resp.insert_header(&headers::X_REQUEST_ID, request_id)?;
+            resp.insert_header(&headers::RESPONSE_REQUEST_ID, request_id)?;
             Ok(())
         }
         _ => add_common_headers(resp, gw, request_id, tls),
@@ -215,7 +215,7 @@ pub fn add_common_headers(
     for (name, value) in &gw.response_headers {
         resp.insert_header(name, value.clone())?;
     }
-    resp.insert_header(&headers::X_REQUEST_ID, request_id)?;
+    resp.insert_header(&headers::RESPONSE_REQUEST_ID, request_id)?;
     if tls {
         if let Some(hsts) = &gw.hsts {
             resp.insert_header(&headers::STRICT_TRANSPORT_SECURITY, hsts.clone())?;

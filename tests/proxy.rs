@@ -100,13 +100,15 @@ fn header_names_go_through_spelled_as_they_came() {
 
     let sent = upstream.wait_for_requests(2, IO_TIMEOUT);
     let names = |i: usize| sent[i].names_as_sent.clone();
-    // The gateway's own names go in lowercase.
+    // The gateway's own names go as nginx users spell them.
     for name in [
         "Host",
         "User-Agent",
         "x-custom",
-        "x-real-ip",
-        "x-request-id",
+        "X-Real-IP",
+        "X-Request-Id",
+        "X-Forwarded-For",
+        "X-Forwarded-Proto",
     ] {
         assert!(
             names(0).iter().any(|n| n == name),
@@ -114,7 +116,7 @@ fn header_names_go_through_spelled_as_they_came() {
             names(0)
         );
     }
-    for name in ["user-agent", "X-CUSTOM-in", "Accept", "x-real-ip"] {
+    for name in ["user-agent", "X-CUSTOM-in", "Accept", "X-Real-IP"] {
         assert!(
             names(1).iter().any(|n| n == name),
             "{name} in {:?}",

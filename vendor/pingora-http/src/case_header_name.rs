@@ -65,6 +65,9 @@ pub struct CaseHeader {
     /// Whether `case` is the default spelling, found out on first use (a
     /// `const` constructor cannot tell a standard name from another).
     default: std::sync::OnceLock<bool>,
+    /// `case` as text, for a name known at compile time: written into a
+    /// line of text without being checked as UTF-8 again (patch 45).
+    text: Option<&'static str>,
 }
 
 impl CaseHeader {
@@ -74,6 +77,7 @@ impl CaseHeader {
             name: HeaderName::from_static(name),
             case: CaseHeaderName(Bytes::from_static(name.as_bytes())),
             default: std::sync::OnceLock::new(),
+            text: Some(name),
         }
     }
 
@@ -94,6 +98,7 @@ impl CaseHeader {
             name: HeaderName::from_static(name),
             case: CaseHeaderName(Bytes::from_static(spelled.as_bytes())),
             default: std::sync::OnceLock::new(),
+            text: Some(spelled),
         }
     }
 
@@ -103,6 +108,7 @@ impl CaseHeader {
             name: HeaderName::from_bytes(name.as_bytes()).ok()?,
             case: CaseHeaderName(Bytes::copy_from_slice(name.as_bytes())),
             default: std::sync::OnceLock::new(),
+            text: None,
         })
     }
 
@@ -114,6 +120,11 @@ impl CaseHeader {
     /// colorgate patch 45: the name as it is sent.
     pub fn spelling(&self) -> &[u8] {
         self.case.as_slice()
+    }
+
+    /// The name as it is sent, as text, when it was known at compile time.
+    pub fn spelling_text(&self) -> Option<&'static str> {
+        self.text
     }
 }
 

@@ -501,13 +501,14 @@ impl H1Fields {
     /// (formatting it in place rather than in a string of its own).
     pub fn push_with(&mut self, name: &CaseHeader, value: impl FnOnce(&mut String)) -> Result<()> {
         let line = self.0.len();
-        // The parsed name is text already; a spelling is the same letters in
-        // some case, and only a spelling that is not lowercase is checked as
-        // text again (ASCII, so it cannot fail).
+        // The parsed name is text already, and so is the spelling of a name
+        // known at compile time; any other spelling is the same letters in
+        // some case, checked as text again (ASCII, so it cannot fail).
         let lower = name.name().as_str();
-        match name.spelling() {
-            spelled if spelled == lower.as_bytes() => self.0.push_str(lower),
-            spelled => self
+        match (name.spelling_text(), name.spelling()) {
+            (Some(text), _) => self.0.push_str(text),
+            (None, spelled) if spelled == lower.as_bytes() => self.0.push_str(lower),
+            (None, spelled) => self
                 .0
                 .push_str(std::str::from_utf8(spelled).unwrap_or(lower)),
         }
@@ -1230,6 +1231,8 @@ mod tests {
             .unwrap();
         let two = CaseHeader::new("X-Two").unwrap();
         fields.push_with(&two, |v| v.push_str("a, b")).unwrap();
+        static SPELLED: CaseHeader = CaseHeader::from_static_spelled("x-three", "X-Three");
+        fields.push(&SPELLED, "3").unwrap();
         req.set_h1_extra_fields(fields);
         let wire = |r: &RequestHeader| {
             let mut buf: Vec<u8> = vec![];
@@ -1238,7 +1241,7 @@ mod tests {
         };
         assert_eq!(
             wire(&req),
-            "Host: a\r\nx-real-ip: 192.0.2.1\r\nX-Two: a, b\r\n"
+            "Host: a\r\nx-real-ip: 192.0.2.1\r\nX-Two: a, b\r\nX-Three: 3\r\n"
         );
         assert_eq!(wire(&req.clone()), wire(&req));
         // Not in the map: nothing that reads it sees them.
