@@ -196,30 +196,12 @@ fn serve(sh: &Shared, stream: TcpStream, conn: usize) {
         // application refusing an upload by its Content-Length does; then it
         // hangs up with the body unread, or (`/answers-early-drain`) reads
         // and discards the body and serves the connection on.
-        if uri.contains("/answers-early") {
-            let drain = uri.contains("/answers-early-drain");
-            let head = format!(
-                "HTTP/1.1 413 Error\r\nContent-Type: application/json\r\nContent-Length: 15\r\n{}\r\n{{\"early\":\"yes\"}}",
-                if drain { "" } else { "Connection: close\r\n" }
-            );
-            sh.log.lock().unwrap().push(RecordedRequest {
-                method,
-                uri,
-                version,
-                headers: headers.clone(),
-                names_as_sent,
-                body: Vec::new(),
-                conn,
-            });
-            let ok = out.write_all(head.as_bytes()).is_ok();
-            if drain && ok {
-                read_body(&mut r, &headers, false);
-                continue;
-            }
-            let _ = out.shutdown(Shutdown::Both);
-            return;
-        }
-        let body = read_body(&mut r, &headers, false);
+        let early = uri.contains("/answers-early");
+        let body = if early {
+            Vec::new()
+        } else {
+            read_body(&mut r, &headers, false)
+        };
         let close = version == "HTTP/1.0"
             || find_header(&headers, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
         let req = RecordedRequest {
@@ -231,6 +213,21 @@ fn serve(sh: &Shared, stream: TcpStream, conn: usize) {
             body,
             conn,
         };
+        if early {
+            let drain = req.uri.contains("/answers-early-drain");
+            sh.log.lock().unwrap().push(req.clone());
+            let head = format!(
+                "HTTP/1.1 413 Error\r\nContent-Type: application/json\r\nContent-Length: 15\r\n{}\r\n{{\"early\":\"yes\"}}",
+                if drain { "" } else { "Connection: close\r\n" }
+            );
+            let ok = out.write_all(head.as_bytes()).is_ok();
+            if drain && ok {
+                read_body(&mut r, &req.headers, false);
+                continue;
+            }
+            let _ = out.shutdown(Shutdown::Both);
+            return;
+        }
         let now = sh.in_flight.fetch_add(1, SeqCst) + 1;
         sh.max_in_flight.fetch_max(now, SeqCst);
         sh.log.lock().unwrap().push(req.clone());
