@@ -1194,6 +1194,39 @@ fn only_an_answer_that_allows_it_leaves_its_upstream_connection_for_the_next() {
     );
 }
 
+#[test]
+fn a_client_connection_is_kept_only_when_the_client_allows_it() {
+    // As nginx: HTTP/1.1 keeps the connection unless the client says
+    // `Connection: close`, HTTP/1.0 only when it says `Connection:
+    // keep-alive`. The answer says which, and the gateway does what it says:
+    // a kept connection serves the next request, another is closed.
+    let upstream = Upstream::start();
+    let gw = config(&upstream).start();
+    for (request, kept) in [
+        ("GET /a HTTP/1.0\r\n\r\n", false),
+        ("GET /b HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", true),
+        (
+            "GET /c HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            false,
+        ),
+        ("GET /d HTTP/1.1\r\nHost: a\r\n\r\n", true),
+    ] {
+        let mut conn = gw.conn();
+
+        let resp = conn.send_raw(request.as_bytes());
+
+        assert_eq!(resp.status, 200, "{request:?}: {}", resp.body_str());
+        let said = if kept { "keep-alive" } else { "close" };
+        assert_eq!(resp.header("connection"), Some(said), "{request:?}");
+        if kept {
+            let next = conn.send_raw(request.as_bytes());
+            assert_eq!(next.status, 200, "{request:?}, again on its connection");
+        } else {
+            assert!(conn.peer_closed(IO_TIMEOUT), "{request:?}: left open");
+        }
+    }
+}
+
 /// `server.work_stealing: false`: one runtime per thread, each connection
 /// staying on the thread that accepted it. Several keep-alive connections
 /// at once all get their answers, on both threads.

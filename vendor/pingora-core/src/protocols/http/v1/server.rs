@@ -1514,11 +1514,22 @@ impl HttpSession {
     }
 
     pub fn set_server_keepalive(&mut self, keepalive: Option<u64>) {
-        if let Some(false) = self.is_connection_keepalive() {
-            // connection: close is set
-            self.set_keepalive(None);
-        } else {
+        // colorgate patch 51: the client's word counts as in
+        // `respect_keepalive`: `Connection: close` closes, and HTTP/1.0 keeps
+        // the connection only when it says `Connection: keep-alive` (RFC 9112
+        // section 9.3; nginx alike). Pingora kept HTTP/1.0 connections that
+        // did not ask, answering them `Connection: keep-alive`.
+        let client_allows = match self.is_connection_keepalive() {
+            Some(allows) => allows,
+            None => self
+                .request_header
+                .as_deref()
+                .map_or(true, |req| req.version != Version::HTTP_10),
+        };
+        if client_allows {
             self.set_keepalive(keepalive);
+        } else {
+            self.set_keepalive(None);
         }
     }
 
