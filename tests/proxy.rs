@@ -1195,6 +1195,30 @@ fn only_an_answer_that_allows_it_leaves_its_upstream_connection_for_the_next() {
 }
 
 #[test]
+fn the_answer_carries_the_gateways_date_and_connection_not_the_upstreams() {
+    // Both are hop-by-hop or the sender's own: nginx writes its own, once.
+    let upstream = Upstream::start();
+    let gw = config(&upstream).start();
+    let mut conn = gw.conn();
+
+    let resp = conn.send("GET", "/dated/says-close", &[], b"");
+
+    assert_eq!(resp.status, 200, "{}", resp.body_str());
+    assert_eq!(resp.header_all("connection"), ["keep-alive"]);
+    let dates = resp.header_all("date");
+    assert_eq!(dates.len(), 1, "{dates:?}");
+    assert!(
+        dates[0].ends_with(" GMT") && !dates[0].contains("1970"),
+        "{dates:?}"
+    );
+    let next = conn.send("GET", "/after", &[], b"");
+    assert_eq!(
+        next.status, 200,
+        "the connection was kept, as the answer said"
+    );
+}
+
+#[test]
 fn a_client_connection_is_kept_only_when_the_client_allows_it() {
     // As nginx: HTTP/1.1 keeps the connection unless the client says
     // `Connection: close`, HTTP/1.0 only when it says `Connection:

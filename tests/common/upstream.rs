@@ -275,6 +275,10 @@ fn serve(sh: &Shared, stream: TcpStream, conn: usize) {
             // One name no one would choose, one standard name in lowercase.
             head += "x-MiXeD-Case: 1\r\ncache-control: no-store\r\n";
         }
+        if req.uri.contains("/dated") {
+            // A clock the gateway's own `Date` must replace, not join.
+            head += "Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n";
+        }
         // `/says-close`: `Connection: close`, yet the socket stays open, so
         // only the header tells the gateway not to send another request on it.
         if close || req.uri.contains("/says-close") {

@@ -302,7 +302,9 @@ impl RequestHeader {
     ///
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(self.header_name_map.map(), &self.base.headers, buf);
+        header_to_h1_wire(self.header_name_map.map(), &self.base.headers, buf, |_| {
+            false
+        });
         // colorgate patch 45
         if let Some(fields) = &self.h1_extra_fields {
             buf.put_slice(fields);
@@ -742,7 +744,21 @@ impl ResponseHeader {
     ///
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(self.header_name_map.map(), &self.base.headers, buf)
+        header_to_h1_wire(self.header_name_map.map(), &self.base.headers, buf, |_| {
+            false
+        })
+    }
+
+    /// colorgate patch 52: [`Self::header_to_h1_wire`] without the fields
+    /// whose names `skip` picks: a writer that sends fields of those names
+    /// itself (`Date`, `Connection`) leaves the map as it is instead of
+    /// replacing them in it.
+    pub fn header_to_h1_wire_except(
+        &self,
+        buf: &mut impl BufMut,
+        skip: impl Fn(&HeaderName) -> bool,
+    ) {
+        header_to_h1_wire(self.header_name_map.map(), &self.base.headers, buf, skip)
     }
 
     /// If case sensitivity is enabled, returns an iterator over header names, as they are
@@ -1156,19 +1172,36 @@ fn normalize_field_value(raw: bytes::Bytes) -> bytes::Bytes {
 }
 
 #[inline]
-fn header_to_h1_wire(key_map: Option<&CaseMap>, value_map: &HMap, buf: &mut impl BufMut) {
+fn header_to_h1_wire(
+    key_map: Option<&CaseMap>,
+    value_map: &HMap,
+    buf: &mut impl BufMut,
+    skip: impl Fn(&HeaderName) -> bool,
+) {
     const CRLF: &[u8; 2] = b"\r\n";
     const HEADER_KV_DELIMITER: &[u8; 2] = b": ";
 
     if let Some(key_map) = key_map {
-        case_map_iter(key_map, value_map).for_each(|(case_header, val)| {
-            buf.put_slice(case_header.as_slice());
-            buf.put_slice(HEADER_KV_DELIMITER);
-            buf.put_slice(val.as_ref());
-            buf.put_slice(CRLF);
-        });
+        // colorgate patch 52: as `case_map_iter`, with the parsed name for
+        // `skip`.
+        key_map
+            .iter()
+            .zip(value_map.iter())
+            .for_each(|((h1, case_header), (h2, val))| {
+                assert_eq!(h1, h2, "header iter mismatch {}, {}", h1, h2);
+                if skip(h2) {
+                    return;
+                }
+                buf.put_slice(case_header.as_slice());
+                buf.put_slice(HEADER_KV_DELIMITER);
+                buf.put_slice(val.as_ref());
+                buf.put_slice(CRLF);
+            });
     } else {
         for (header, value) in value_map {
+            if skip(header) {
+                continue;
+            }
             let titled_header =
                 case_header_name::titled_header_name_str(header).unwrap_or(header.as_str());
             buf.put_slice(titled_header.as_bytes());
@@ -1276,6 +1309,29 @@ mod tests {
         assert_eq!(8, http_header_map_upper_bound(None));
         assert_eq!(16, http_header_map_upper_bound(Some(16)));
         assert_eq!(4096, http_header_map_upper_bound(Some(7777)));
+    }
+
+    #[test]
+    fn fields_picked_by_skip_are_left_out_of_the_wire_and_kept_in_the_map() {
+        // colorgate patch 52, with and without a map of spellings.
+        for spelled in [false, true] {
+            let mut resp = ResponseHeader::build(200, None).unwrap();
+            resp.append_header("Date", "then").unwrap();
+            resp.append_header("Content-Length", "2").unwrap();
+            if spelled {
+                resp.append_header("x-MiXeD", "1").unwrap();
+            }
+            resp.append_header("Connection", "close").unwrap();
+            let mut buf: Vec<u8> = vec![];
+
+            resp.header_to_h1_wire_except(&mut buf, |n| {
+                n == http::header::DATE || n == http::header::CONNECTION
+            });
+
+            let mixed: &[u8] = if spelled { b"x-MiXeD: 1\r\n" } else { b"" };
+            assert_eq!(buf, [&b"Content-Length: 2\r\n"[..], mixed].concat());
+            assert_eq!(resp.headers.len(), if spelled { 4 } else { 3 });
+        }
     }
 
     #[test]

@@ -63,6 +63,21 @@ pub fn get_cached_date() -> HeaderValue {
     CACHED_DATE.with(|cache_date| (*cache_date.borrow_mut()).get_date())
 }
 
+/// colorgate patch 52: append `Date: <now>\r\n`, from the same per-thread
+/// cache, without a value handed out (a clone and drop of its `Bytes`).
+pub fn put_date_line(buf: &mut bytes::BytesMut) {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    CACHED_DATE.with(|cache_date| {
+        let mut cache = cache_date.borrow_mut();
+        cache.update(now);
+        buf.extend_from_slice(b"Date: ");
+        buf.extend_from_slice(cache.h1_date.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    })
+}
+
 #[cfg(test)]
 mod test {
     use super::*;

@@ -1011,19 +1011,9 @@ impl HttpSession {
             self.set_keepalive(None);
         }
 
-        // no need to add these headers to 1xx responses
-        if !header.status.is_informational() && self.update_resp_headers {
-            /* update headers */
-            header.insert_header(header::DATE, date::get_cached_date())?;
-
-            // TODO: make these lazy static
-            let connection_value = if self.will_keepalive() {
-                "keep-alive"
-            } else {
-                "close"
-            };
-            header.insert_header(header::CONNECTION, connection_value)?;
-        }
+        // colorgate patch 52: `Date` and `Connection` are written as lines
+        // when the header is serialized below, not inserted into its map.
+        let session_fields = !header.status.is_informational() && self.update_resp_headers;
 
         if header.status == 101 {
             // make sure the connection is closed at the end when 101/upgrade is used
@@ -1086,9 +1076,17 @@ impl HttpSession {
             _ => None,
         };
 
+        // colorgate patch 52: decided after everything above that may turn
+        // keep-alive off, so a connection about to close says so.
+        let connection: Option<&[u8]> = match session_fields {
+            true if self.will_keepalive() => Some(b"Connection: keep-alive\r\n"),
+            true => Some(b"Connection: close\r\n"),
+            false => None,
+        };
+
         // Serialize header to bytes
         let mut write_buf = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
-        http_resp_header_to_buf(header, fixed, &mut write_buf)
+        http_resp_header_to_buf(header, connection, fixed, &mut write_buf)
             .map_err(|_| Error::explain(WriteError, "serializing response header"))?;
 
         // Determine if we should flush
@@ -2046,8 +2044,13 @@ fn parse_req_buffer<'h, 'buf>(
 }
 
 #[inline]
+/// colorgate patch 52: `connection`, when given, is the session's
+/// `Connection` line, written with a `Date` line in place of the fields of
+/// those names in `resp` (Pingora inserted both into the map first, for
+/// each response).
 fn http_resp_header_to_buf(
     resp: &ResponseHeader,
+    connection: Option<&[u8]>,
     fixed: Option<&[u8]>,
     buf: &mut BytesMut,
 ) -> std::result::Result<(), ()> {
@@ -2072,7 +2075,16 @@ fn http_resp_header_to_buf(
 
     // headers
     // TODO: style: make sure Server and Date headers are the first two
-    resp.header_to_h1_wire(buf);
+    match connection {
+        Some(connection) => {
+            resp.header_to_h1_wire_except(buf, |name| {
+                name == header::DATE || name == header::CONNECTION
+            });
+            date::put_date_line(buf);
+            buf.put_slice(connection);
+        }
+        None => resp.header_to_h1_wire(buf),
+    }
     if let Some(fixed) = fixed {
         buf.put_slice(fixed);
     }
@@ -3563,7 +3575,7 @@ mod test_sync {
         let mut new_response = ResponseHeader::build(StatusCode::OK, None).unwrap();
         new_response.append_header("Foo", "Bar").unwrap();
         let mut wire = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
-        http_resp_header_to_buf(&new_response, None, &mut wire).unwrap();
+        http_resp_header_to_buf(&new_response, None, None, &mut wire).unwrap();
         debug!("{}", str::from_utf8(wire.as_ref()).unwrap());
         let mut headers = [httparse::EMPTY_HEADER; 128];
         let mut resp = httparse::Response::new(&mut headers);
