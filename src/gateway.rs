@@ -99,7 +99,10 @@ pub struct Gateway {
     pub send_timeout: Duration,
     pub response_headers: Vec<(CaseHeader, HeaderValue)>,
     pub hsts: Option<HeaderValue>,
-    /// `response_headers` and `hsts`, serialized for HTTP/1 responses.
+    /// Fields of an upstream's answer not passed on (`headers.hide`).
+    pub hidden_headers: Vec<http::HeaderName>,
+    /// `response_headers` and `hsts`, serialized for HTTP/1 responses,
+    /// and `hidden_headers`.
     pub fixed_headers: crate::respond::FixedHeaders,
     pub errors: ErrorBodies,
     /// `colorgate_requests_total{route=""}`: requests no route matched.

@@ -6,7 +6,7 @@
 use crate::gateway::Gateway;
 use crate::headers;
 use bytes::Bytes;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use pingora_core::protocols::http::v1::server::FixedResponseHeaders;
 use pingora_core::protocols::http::ServerSession;
 use pingora_http::{CaseHeader, ResponseHeader};
@@ -150,7 +150,9 @@ impl ErrorBodies {
 /// block each, serialized at config load. HTTP/1 responses carry the block
 /// as it is (vendor patch 44) rather than taking each field into their
 /// header map: that cost about 1.4k instructions per request, 3% of a
-/// proxied request, for three fields that never change.
+/// proxied request, for three fields that never change. The block also
+/// drops the upstream's fields `headers.hide` names (vendor patch 53), in
+/// the same pass over the response's names.
 #[derive(Debug, Default)]
 pub struct FixedHeaders {
     plain: Option<Arc<FixedResponseHeaders>>,
@@ -161,6 +163,7 @@ impl FixedHeaders {
     pub fn new(
         fields: &[(CaseHeader, HeaderValue)],
         hsts: Option<&HeaderValue>,
+        hidden: &[HeaderName],
     ) -> pingora_error::Result<Self> {
         let block = |hsts: Option<&HeaderValue>| -> pingora_error::Result<_> {
             let mut h = ResponseHeader::build(200, Some(fields.len() + 1))?;
@@ -170,9 +173,11 @@ impl FixedHeaders {
             if let Some(hsts) = hsts {
                 h.insert_header(&headers::STRICT_TRANSPORT_SECURITY, hsts.clone())?;
             }
-            (!h.headers.is_empty())
-                .then(|| FixedResponseHeaders::new(&h).map(Arc::new))
-                .transpose()
+            if h.headers.is_empty() && hidden.is_empty() {
+                return Ok(None);
+            }
+            let fixed = FixedResponseHeaders::new(&h)?.hiding(hidden.iter().cloned());
+            Ok(Some(Arc::new(fixed)))
         };
         Ok(FixedHeaders {
             plain: block(None)?,
@@ -200,7 +205,21 @@ pub fn add_proxied_headers(
             resp.insert_header(&headers::RESPONSE_REQUEST_ID, request_id)?;
             Ok(())
         }
-        _ => add_common_headers(resp, gw, request_id, tls),
+        _ => {
+            hide(resp, &gw.hidden_headers);
+            add_common_headers(resp, gw, request_id, tls)
+        }
+    }
+}
+
+/// Drop the upstream's fields that `headers.hide` names (nginx's
+/// `proxy_hide_header`), where no fixed block does it: one pass over the
+/// response's names finds whether there is any.
+fn hide(resp: &mut ResponseHeader, hidden: &[HeaderName]) {
+    if resp.headers.keys().any(|n| hidden.contains(n)) {
+        for name in hidden {
+            resp.remove_header(name);
+        }
     }
 }
 
@@ -299,16 +318,21 @@ mod tests {
     #[test]
     fn fixed_headers_have_a_block_only_for_fields_there_are_and_hsts_only_on_tls() {
         let hsts = HeaderValue::from_static("max-age=60");
-        let none = FixedHeaders::new(&[], None).unwrap();
+        let none = FixedHeaders::new(&[], None, &[]).unwrap();
         assert!(none.plain.is_none() && none.tls.is_none());
-        let hsts_only = FixedHeaders::new(&[], Some(&hsts)).unwrap();
+        let hsts_only = FixedHeaders::new(&[], Some(&hsts), &[]).unwrap();
         assert!(hsts_only.plain.is_none() && hsts_only.tls.is_some());
+        let hide_only = FixedHeaders::new(&[], None, &[http::header::SERVER]).unwrap();
+        assert!(hide_only.plain.is_some() && hide_only.tls.is_some());
         let frame = CaseHeader::new("X-Frame-Options").unwrap();
         let fields = [(frame, HeaderValue::from_static("DENY"))];
-        assert!(FixedHeaders::new(&fields, None).unwrap().plain.is_some());
+        assert!(FixedHeaders::new(&fields, None, &[])
+            .unwrap()
+            .plain
+            .is_some());
         let length = CaseHeader::new("Content-Length").unwrap();
         let framing = [(length, HeaderValue::from_static("5"))];
-        assert!(FixedHeaders::new(&framing, None).is_err());
+        assert!(FixedHeaders::new(&framing, None, &[]).is_err());
     }
 
     #[test]

@@ -368,6 +368,27 @@ fn check_refuses_response_headers_that_frame_the_answer() {
 }
 
 #[test]
+fn check_refuses_hidden_headers_that_frame_the_answer_or_are_no_names() {
+    let conf = ShippedConf::new();
+    let file = conf.variant(
+        "hide.yaml",
+        &[(
+            "hide: [Server, X-Pad,",
+            "hide: [Server, Transfer-Encoding, \"not a name\", X-Pad,",
+        )],
+    );
+
+    let why = "frames the response or concerns the connection: the gateway writes it";
+    assert_check_fails_with(
+        &file,
+        &[
+            format!("{file}: headers.hide[1]: {why}"),
+            format!("{file}: headers.hide[2]: invalid header name"),
+        ],
+    );
+}
+
+#[test]
 fn check_refuses_a_per_ip_cap_of_zero() {
     // nginx refuses `limit_conn addr 0` too: it would refuse every request.
     let conf = ShippedConf::new();

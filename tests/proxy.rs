@@ -83,6 +83,61 @@ fn configured_headers_replace_the_upstreams_own() {
 }
 
 #[test]
+fn the_upstreams_server_field_is_hidden_as_nginx_hides_it() {
+    // nginx's proxy_hide_header defaults: the upstream's `Server` (what it
+    // runs, which version) and its `X-Accel-*` never reach the client;
+    // other fields do. `headers.hide` replaces the list; `[]` hides nothing.
+    let upstream = Upstream::start();
+    let names = |resp: &Response| -> Vec<String> {
+        let mut n: Vec<_> = resp.headers.iter().map(|(n, _)| n.to_lowercase()).collect();
+        n.sort();
+        n
+    };
+    for (hide, hidden, passed) in [
+        (
+            None,
+            &["server", "x-accel-redirect"][..],
+            &["x-powered-by"][..],
+        ),
+        (
+            Some("[]"),
+            &[],
+            &["server", "x-accel-redirect", "x-powered-by"],
+        ),
+        (
+            Some("[X-Powered-By]"),
+            &["x-powered-by"],
+            &["server", "x-accel-redirect"],
+        ),
+    ] {
+        let mut cfg = config(&upstream);
+        if let Some(list) = hide {
+            cfg = cfg.section("headers", &format!("hide: {list}"));
+        }
+        let gw = cfg.start();
+        let mut conn = gw.conn();
+        for i in 0..2 {
+            let resp = conn.send("GET", &format!("/says-who/{i}"), &[], b"");
+
+            assert_eq!(resp.status, 200, "{hide:?}: {}", resp.body_str());
+            let sent = names(&resp);
+            for name in hidden {
+                assert!(
+                    !sent.iter().any(|n| n == name),
+                    "{hide:?}: {name} in {sent:?}"
+                );
+            }
+            for name in passed {
+                assert!(
+                    sent.iter().any(|n| n == name),
+                    "{hide:?}: {name} not in {sent:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn header_names_go_through_spelled_as_they_came() {
     // nginx passes names as they are; Pingora stores a name's spelling only
     // when it differs from the usual one, so both kinds are checked, each way.

@@ -1511,6 +1511,24 @@ fn http2_false_offers_only_http_1_1() {
 }
 
 #[test]
+fn the_upstreams_server_field_is_hidden_over_http2_too() {
+    // HTTP/2 answers take the configured fields into their header map (no
+    // prepared block), so the hiding is done there as well.
+    let ca = Ca::new("h2-hide");
+    let leaf = ca.leaf("h2-hide");
+    let upstream = Upstream::start();
+    let gw = tls_config(&upstream, &leaf).start();
+
+    let resp = h2_one(gw.port(), &ca.der(), h2req("GET", "/says-who"));
+
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("server"), None, "{:?}", resp.headers);
+    assert_eq!(resp.header("x-accel-redirect"), None, "{:?}", resp.headers);
+    assert_eq!(resp.header("x-powered-by"), Some("Flask"));
+    assert_eq!(resp.header("x-frame-options"), Some("DENY"));
+}
+
+#[test]
 fn refusals_over_http2_are_the_contract_json_errors() {
     let ca = Ca::new("h2-errors");
     let leaf = ca.leaf("h2-errors");

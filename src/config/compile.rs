@@ -173,6 +173,18 @@ pub fn compile(
             (_, Err(_)) => errs.push(ConfigError::new(at, "invalid header value")),
         }
     }
+    let mut hidden_headers = Vec::new();
+    for (i, name) in cfg.headers.hide.iter().enumerate() {
+        let at = format!("headers.hide[{i}]");
+        match http::HeaderName::from_bytes(name.as_bytes()) {
+            Ok(n) if FixedResponseHeaders::is_session_owned(&n) => errs.push(ConfigError::new(
+                at,
+                "frames the response or concerns the connection: the gateway writes it",
+            )),
+            Ok(n) => hidden_headers.push(n),
+            Err(_) => errs.push(ConfigError::new(at, "invalid header name")),
+        }
+    }
     let hsts = (cfg.headers.hsts > 0).then(|| {
         HeaderValue::from_str(&format!("max-age={}", cfg.headers.hsts))
             .unwrap_or(HeaderValue::from_static("max-age=31536000"))
@@ -262,7 +274,8 @@ pub fn compile(
         }
     }
 
-    let fixed_headers = FixedHeaders::new(&response_headers, hsts.as_ref()).unwrap_or_else(|e| {
+    let fixed = FixedHeaders::new(&response_headers, hsts.as_ref(), &hidden_headers);
+    let fixed_headers = fixed.unwrap_or_else(|e| {
         errs.push(ConfigError::new("headers.response", e.to_string()));
         FixedHeaders::default()
     });
@@ -300,6 +313,7 @@ pub fn compile(
         fixed_headers,
         response_headers,
         hsts,
+        hidden_headers,
         errors: ErrorBodies::new(&cfg.errors),
         unrouted: crate::metrics::RequestCounters::new(""),
         access_log_path: if cfg.access_log.path == "-" {

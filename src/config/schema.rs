@@ -307,7 +307,23 @@ impl Default for Limits {
 pub struct Headers {
     pub response: BTreeMap<String, String>,
     pub hsts: u64,
+    /// Fields of an upstream's answer not passed on (nginx's
+    /// `proxy_hide_header`); `[]` passes every one.
+    pub hide: Vec<String>,
 }
+
+/// nginx's `proxy_hide_header` defaults but `Date` (which the gateway
+/// writes itself): the upstream's `Server` says what it runs and which
+/// version, the others are meant for nginx, not for clients.
+pub const NGINX_HIDDEN_HEADERS: [&str; 7] = [
+    "Server",
+    "X-Pad",
+    "X-Accel-Expires",
+    "X-Accel-Redirect",
+    "X-Accel-Limit-Rate",
+    "X-Accel-Buffering",
+    "X-Accel-Charset",
+];
 
 impl Default for Headers {
     fn default() -> Self {
@@ -322,6 +338,7 @@ impl Default for Headers {
         Headers {
             response,
             hsts: 31_536_000,
+            hide: NGINX_HIDDEN_HEADERS.map(String::from).to_vec(),
         }
     }
 }

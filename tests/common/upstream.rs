@@ -275,6 +275,11 @@ fn serve(sh: &Shared, stream: TcpStream, conn: usize) {
             // One name no one would choose, one standard name in lowercase.
             head += "x-MiXeD-Case: 1\r\ncache-control: no-store\r\n";
         }
+        if req.uri.contains("/says-who") {
+            // What nginx hides by default, and a field it passes on.
+            head += "Server: upstream/1.0\r\nX-Accel-Redirect: /internal/x\r\n";
+            head += "X-Powered-By: Flask\r\n";
+        }
         if req.uri.contains("/dated") {
             // A clock the gateway's own `Date` must replace, not join.
             head += "Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n";

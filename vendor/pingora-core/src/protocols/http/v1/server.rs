@@ -134,6 +134,18 @@ impl FixedResponseHeaders {
         })
     }
 
+    /// colorgate patch 53: also drop the response's fields of these names,
+    /// as nginx's `proxy_hide_header` does (an upstream's `Server`), in the
+    /// same pass as the fields replaced.
+    pub fn hiding(mut self, names: impl IntoIterator<Item = http::HeaderName>) -> Self {
+        for name in names {
+            if !self.names.contains(&name) {
+                self.names.push(name);
+            }
+        }
+        self
+    }
+
     /// Whether the session writes fields of this name itself.
     pub fn is_session_owned(name: &http::HeaderName) -> bool {
         [
@@ -150,14 +162,12 @@ impl FixedResponseHeaders {
             || name.as_str() == "proxy-connection"
     }
 
-    /// Drop the fields of these names from `header`: one pass over its names
-    /// finds whether there is any.
-    fn remove_from(&self, header: &mut ResponseHeader) {
-        if header.headers.keys().any(|n| self.names.contains(n)) {
-            for name in &self.names {
-                header.remove_header(name);
-            }
-        }
+    /// Whether the response's fields of this name are left out when it is
+    /// written (colorgate patch 53: skipped as the header is serialized,
+    /// not removed from its map first, which cost a hash and a search per
+    /// name whenever one was there).
+    fn drops(&self, name: &http::HeaderName) -> bool {
+        self.names.contains(name)
     }
 }
 
@@ -1069,10 +1079,7 @@ impl HttpSession {
 
         // colorgate patch 44: the fixed fields, on final responses.
         let fixed = match &self.fixed_response_headers {
-            Some(fixed) if !header.status.is_informational() => {
-                fixed.remove_from(header);
-                Some(&fixed.wire[..])
-            }
+            Some(fixed) if !header.status.is_informational() => Some(&**fixed),
             _ => None,
         };
 
@@ -2047,11 +2054,12 @@ fn parse_req_buffer<'h, 'buf>(
 /// colorgate patch 52: `connection`, when given, is the session's
 /// `Connection` line, written with a `Date` line in place of the fields of
 /// those names in `resp` (Pingora inserted both into the map first, for
-/// each response).
+/// each response). Patches 44 and 53: `fixed`'s fields replace those of
+/// the same names in `resp`, and the names it hides are left out.
 fn http_resp_header_to_buf(
     resp: &ResponseHeader,
     connection: Option<&[u8]>,
-    fixed: Option<&[u8]>,
+    fixed: Option<&FixedResponseHeaders>,
     buf: &mut BytesMut,
 ) -> std::result::Result<(), ()> {
     // Status-Line
@@ -2075,18 +2083,17 @@ fn http_resp_header_to_buf(
 
     // headers
     // TODO: style: make sure Server and Date headers are the first two
-    match connection {
-        Some(connection) => {
-            resp.header_to_h1_wire_except(buf, |name| {
-                name == header::DATE || name == header::CONNECTION
-            });
-            date::put_date_line(buf);
-            buf.put_slice(connection);
-        }
-        None => resp.header_to_h1_wire(buf),
+    let session_fields = connection.is_some();
+    resp.header_to_h1_wire_except(buf, |name| {
+        (session_fields && (name == header::DATE || name == header::CONNECTION))
+            || fixed.is_some_and(|f| f.drops(name))
+    });
+    if let Some(connection) = connection {
+        date::put_date_line(buf);
+        buf.put_slice(connection);
     }
     if let Some(fixed) = fixed {
-        buf.put_slice(fixed);
+        buf.put_slice(&fixed.wire);
     }
 
     buf.put_slice(CRLF);
