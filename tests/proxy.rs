@@ -1284,6 +1284,11 @@ fn a_client_connection_is_kept_only_when_the_client_allows_it() {
     for (request, kept) in [
         ("GET /a HTTP/1.0\r\n\r\n", false),
         ("GET /b HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", true),
+        // An answer of unknown length goes to HTTP/1.0 delimited by the close.
+        (
+            "GET /chunked-answer HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+            false,
+        ),
         (
             "GET /c HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
             false,
@@ -1297,6 +1302,12 @@ fn a_client_connection_is_kept_only_when_the_client_allows_it() {
         assert_eq!(resp.status, 200, "{request:?}: {}", resp.body_str());
         let said = if kept { "keep-alive" } else { "close" };
         assert_eq!(resp.header("connection"), Some(said), "{request:?}");
+        assert_eq!(resp.header("transfer-encoding"), None, "{request:?}");
+        assert!(
+            resp.json()["uri"].is_string(),
+            "{request:?}: {}",
+            resp.body_str()
+        );
         if kept {
             let next = conn.send_raw(request.as_bytes());
             assert_eq!(next.status, 200, "{request:?}, again on its connection");

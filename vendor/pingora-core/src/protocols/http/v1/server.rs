@@ -1068,6 +1068,14 @@ impl HttpSession {
                     // continue to read body as-is, this is now just a regular request
                 }
             }
+            // colorgate patch 54: an HTTP/1.0 client cannot read a chunked
+            // body, and a server must not send it `Transfer-Encoding` (RFC
+            // 9112 section 6.1). Without it the body is delimited by the
+            // close, as nginx sends it (the close is decided below).
+            let http10 = self.request_header.as_deref().map(|r| r.version);
+            if http10 == Some(Version::HTTP_10) && header.headers.contains_key(TRANSFER_ENCODING) {
+                header.remove_header(&TRANSFER_ENCODING);
+            }
             self.init_body_writer(header);
         }
 
