@@ -16,9 +16,10 @@ pub static X_REAL_IP: CaseHeader = CaseHeader::from_static_spelled("x-real-ip", 
 pub static X_REQUEST_ID: CaseHeader =
     CaseHeader::from_static_spelled("x-request-id", "X-Request-Id");
 pub static X_USER_ID: CaseHeader = CaseHeader::from_static_spelled("x-user-id", "X-User-Id");
-/// `X-Request-Id` as inserted into a response's header map: a spelling
-/// other than lowercase there would cost a second map of names per
-/// response, so responses carry it as `x-request-id` (names are
+/// `X-Request-Id` as inserted into a response's header map (HTTP/2, and
+/// the gateway's own answers; a proxied HTTP/1 answer carries it as a
+/// line, spelled as `X_REQUEST_ID`): a spelling other than lowercase there
+/// would cost a second map of names per response (names are
 /// case-insensitive; clients compare them so).
 pub static RESPONSE_REQUEST_ID: CaseHeader = CaseHeader::from_static("x-request-id");
 /// Spelled as it is conventionally (and by nginx users in `add_header`):

@@ -268,7 +268,9 @@ impl Proxy {
     async fn refuse(&self, s: &mut Session, ctx: &mut Ctx, reject: Reject) -> Result<()> {
         let gw = ctx.gw.clone();
         let body = gw.errors.body(reject, &ctx.request_id);
-        let header = respond::error_header(reject, &gw, &ctx.request_id, self.tls(), body.len())?;
+        let mut header = respond::error_fields(reject, body.len())?;
+        let session = &mut s.downstream_session;
+        respond::add_own_headers(session, &mut header, &gw, &ctx.request_id, self.tls())?;
         if has_body(s.req_header()) {
             // The body was not read: the connection cannot carry another request.
             s.set_keepalive(None);
@@ -302,7 +304,8 @@ impl Proxy {
         let mut resp = ResponseHeader::build(301, Some(6))?;
         resp.insert_header(http::header::LOCATION, location)?;
         resp.insert_header(http::header::CONTENT_LENGTH, 0)?;
-        respond::add_common_headers(&mut resp, &ctx.gw, &ctx.request_id, false)?;
+        let session = &mut s.downstream_session;
+        respond::add_own_headers(session, &mut resp, &ctx.gw, &ctx.request_id, false)?;
         if has_body(s.req_header()) {
             s.set_keepalive(None);
         }

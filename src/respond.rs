@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use pingora_core::protocols::http::v1::server::FixedResponseHeaders;
 use pingora_core::protocols::http::ServerSession;
-use pingora_http::{CaseHeader, ResponseHeader};
+use pingora_http::{CaseHeader, H1Fields, ResponseHeader};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -173,10 +173,10 @@ impl FixedHeaders {
             if let Some(hsts) = hsts {
                 h.insert_header(&headers::STRICT_TRANSPORT_SECURITY, hsts.clone())?;
             }
-            if h.headers.is_empty() && hidden.is_empty() {
-                return Ok(None);
-            }
-            let fixed = FixedResponseHeaders::new(&h)?.hiding(hidden.iter().cloned());
+            // The response's own request id is a line of its own (see
+            // `add_proxied_headers`), so the block drops the upstream's.
+            let dropped = hidden.iter().chain([headers::RESPONSE_REQUEST_ID.name()]);
+            let fixed = FixedResponseHeaders::new(&h)?.hiding(dropped.cloned());
             Ok(Some(Arc::new(fixed)))
         };
         Ok(FixedHeaders {
@@ -187,7 +187,8 @@ impl FixedHeaders {
 }
 
 /// Add what every proxied response carries (see [`add_common_headers`]).
-/// On HTTP/1 the fixed fields go out as the block made at config load.
+/// On HTTP/1 the fixed fields go out as the block made at config load,
+/// which also drops the upstream's fields that `headers.hide` names.
 pub fn add_proxied_headers(
     session: &mut ServerSession,
     resp: &mut ResponseHeader,
@@ -195,6 +196,39 @@ pub fn add_proxied_headers(
     request_id: &str,
     tls: bool,
 ) -> pingora_error::Result<()> {
+    if through_fixed_block(session, gw, request_id, tls)? {
+        return Ok(());
+    }
+    hide(resp, &gw.hidden_headers);
+    add_common_headers(resp, gw, request_id, tls)
+}
+
+/// The same for the gateway's own answers (refusals, redirects), of which
+/// nothing is hidden: through the block only if it drops none of their
+/// fields (`headers.hide` may name `Retry-After`; it is meant for the
+/// upstream's).
+pub fn add_own_headers(
+    session: &mut ServerSession,
+    resp: &mut ResponseHeader,
+    gw: &Gateway,
+    request_id: &str,
+    tls: bool,
+) -> pingora_error::Result<()> {
+    let block_drops_ours = resp.headers.keys().any(|n| gw.hidden_headers.contains(n));
+    if !block_drops_ours && through_fixed_block(session, gw, request_id, tls)? {
+        return Ok(());
+    }
+    add_common_headers(resp, gw, request_id, tls)
+}
+
+/// On HTTP/1, have the session write the fixed block and the request id
+/// after the response's own fields: `false` (nothing done) otherwise.
+fn through_fixed_block(
+    session: &mut ServerSession,
+    gw: &Gateway,
+    request_id: &str,
+    tls: bool,
+) -> pingora_error::Result<bool> {
     let fixed = if tls {
         &gw.fixed_headers.tls
     } else {
@@ -202,13 +236,14 @@ pub fn add_proxied_headers(
     };
     match fixed {
         Some(fixed) if session.set_fixed_response_headers(fixed.clone()) => {
-            resp.insert_header(&headers::RESPONSE_REQUEST_ID, request_id)?;
-            Ok(())
+            // A line after the block (vendor patch 56), spelled as the
+            // upstream gets it, rather than a value in the header map.
+            let mut line = H1Fields::with_capacity(16 + request_id.len());
+            line.push(&headers::X_REQUEST_ID, request_id)?;
+            session.set_response_h1_fields(line);
+            Ok(true)
         }
-        _ => {
-            hide(resp, &gw.hidden_headers);
-            add_common_headers(resp, gw, request_id, tls)
-        }
+        _ => Ok(false),
     }
 }
 
@@ -243,7 +278,8 @@ pub fn add_common_headers(
     Ok(())
 }
 
-/// The full response header for a refusal.
+/// The full response header for a refusal, where no session can write the
+/// fixed block.
 pub fn error_header(
     reject: Reject,
     gw: &Gateway,
@@ -251,6 +287,14 @@ pub fn error_header(
     tls: bool,
     body_len: usize,
 ) -> pingora_error::Result<ResponseHeader> {
+    let mut resp = error_fields(reject, body_len)?;
+    add_common_headers(&mut resp, gw, request_id, tls)?;
+    Ok(resp)
+}
+
+/// A refusal's own fields: what every response carries is added by
+/// [`add_own_headers`] (or [`add_common_headers`]).
+pub fn error_fields(reject: Reject, body_len: usize) -> pingora_error::Result<ResponseHeader> {
     let mut resp = ResponseHeader::build(reject.status(), Some(8))?;
     resp.insert_header(
         http::header::CONTENT_TYPE,
@@ -275,7 +319,6 @@ pub fn error_header(
         }
         _ => {}
     }
-    add_common_headers(&mut resp, gw, request_id, tls)?;
     Ok(resp)
 }
 
@@ -316,20 +359,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fixed_headers_have_a_block_only_for_fields_there_are_and_hsts_only_on_tls() {
-        let hsts = HeaderValue::from_static("max-age=60");
+    fn fixed_headers_have_a_block_for_each_listener_kind_and_refuse_framing_fields() {
+        // Even with no field to add or hide, a block replaces the upstream's
+        // request id with the line of our own.
         let none = FixedHeaders::new(&[], None, &[]).unwrap();
-        assert!(none.plain.is_none() && none.tls.is_none());
-        let hsts_only = FixedHeaders::new(&[], Some(&hsts), &[]).unwrap();
-        assert!(hsts_only.plain.is_none() && hsts_only.tls.is_some());
-        let hide_only = FixedHeaders::new(&[], None, &[http::header::SERVER]).unwrap();
-        assert!(hide_only.plain.is_some() && hide_only.tls.is_some());
-        let frame = CaseHeader::new("X-Frame-Options").unwrap();
-        let fields = [(frame, HeaderValue::from_static("DENY"))];
-        assert!(FixedHeaders::new(&fields, None, &[])
-            .unwrap()
-            .plain
-            .is_some());
+        assert!(none.plain.is_some() && none.tls.is_some());
         let length = CaseHeader::new("Content-Length").unwrap();
         let framing = [(length, HeaderValue::from_static("5"))];
         assert!(FixedHeaders::new(&framing, None, &[]).is_err());

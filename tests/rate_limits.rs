@@ -182,6 +182,34 @@ fn a_per_ip_zone_cuts_a_flood_of_bad_tokens_before_jwt() {
     );
 }
 
+/// `headers.hide` is for the upstream's answers (nginx's
+/// `proxy_hide_header`): the gateway's own 429 keeps its `Retry-After`,
+/// and carries the configured fields and one request id, on a connection
+/// that also served a proxied answer.
+#[test]
+fn hidden_names_do_not_strip_the_gateways_own_refusals() {
+    let upstream = Upstream::start();
+    let gw = common::config(&upstream)
+        .section("headers", "hide: [Retry-After, Server]")
+        .section(
+            "rate_limits",
+            "one: { rate: 1r/m, burst: 0, nodelay: true }",
+        )
+        .routes("- path: /\n  upstream: app\n  auth: none\n  rate_limits: [one]")
+        .start();
+    let mut conn = gw.conn();
+
+    let passed = conn.send("GET", "/first", &[], b"");
+    let refused = conn.send("GET", "/second", &[], b"");
+
+    assert_eq!(passed.status, 200, "{}", passed.body_str());
+    assert_rate_limited(&refused);
+    for resp in [&passed, &refused] {
+        assert_eq!(resp.header_all("x-request-id").len(), 1, "{resp:?}");
+        assert_eq!(resp.header_all("x-frame-options"), ["DENY"], "{resp:?}");
+    }
+}
+
 /// Route `/ab/` has zones [a, b], b the tighter: b rejects, and a (checked first) must
 /// not be charged for those rejected requests, as in nginx.
 #[test]

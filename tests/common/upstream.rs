@@ -270,6 +270,7 @@ fn serve(sh: &Shared, stream: TcpStream, conn: usize) {
         if req.uri.contains("/own-security-headers") {
             // What the gateway's configured headers must replace, not join.
             head += "X-Frame-Options: SAMEORIGIN\r\nx-content-type-options: sniff\r\n";
+            head += "X-Request-Id: the-upstreams-own\r\n";
         }
         if req.uri.contains("/mixed-case") {
             // One name no one would choose, one standard name in lowercase.

@@ -494,6 +494,11 @@ impl H1Fields {
         H1Fields(String::with_capacity(bytes))
     }
 
+    /// The lines, as they are written.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
     /// Add `name: value`, the name spelled as `name` spells it.
     pub fn push(&mut self, name: &CaseHeader, value: &str) -> Result<()> {
         self.push_with(name, |out| out.push_str(value))

@@ -365,6 +365,18 @@ impl Session {
         }
     }
 
+    /// colorgate patch 56: see `v1::server::HttpSession::set_response_h1_fields`.
+    /// HTTP/1 only: `false` (and nothing done) for other sessions.
+    pub fn set_response_h1_fields(&mut self, fields: pingora_http::H1Fields) -> bool {
+        match self {
+            Self::H1(s) => {
+                s.set_response_h1_fields(fields);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Set connection reuse. `duration` defines how long the connection is kept open for the next
     /// request to reuse. Noop for h2 and subrequest
     pub fn set_keepalive(&mut self, duration: Option<u64>) {

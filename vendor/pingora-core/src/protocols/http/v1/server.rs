@@ -24,7 +24,7 @@ use log::{debug, trace, warn};
 use once_cell::sync::Lazy;
 use percent_encoding::{percent_encode, AsciiSet, CONTROLS};
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::{H1Fields, RequestHeader, ResponseHeader};
 use pingora_timeout::timeout;
 use regex::bytes::Regex;
 use std::any::Any;
@@ -201,6 +201,8 @@ pub struct HttpSession {
     update_resp_headers: bool,
     /// colorgate patch 44: fields added to each final response header.
     fixed_response_headers: Option<Arc<FixedResponseHeaders>>,
+    // colorgate patch 56
+    response_h1_fields: Option<H1Fields>,
     /// timeouts:
     keepalive_timeout: KeepaliveStatus,
     /// colorgate patch: the first request of its connection, whose header
@@ -295,6 +297,7 @@ impl HttpSession {
             fresh_connection: false,
             update_resp_headers: true,
             fixed_response_headers: None,
+            response_h1_fields: None,
             response_written: None,
             request_header: None,
             plain_framing: None,
@@ -1085,10 +1088,14 @@ impl HttpSession {
             self.set_keepalive(None);
         }
 
-        // colorgate patch 44: the fixed fields, on final responses.
-        let fixed = match &self.fixed_response_headers {
-            Some(fixed) if !header.status.is_informational() => Some(&**fixed),
-            _ => None,
+        // colorgate patch 44: the fixed fields, on final responses, and this
+        // response's own lines (patch 56).
+        let (fixed, lines) = match &self.fixed_response_headers {
+            Some(fixed) if !header.status.is_informational() => (
+                Some(&**fixed),
+                self.response_h1_fields.as_ref().map(|f| f.as_bytes()),
+            ),
+            _ => (None, None),
         };
 
         // colorgate patch 52: decided after everything above that may turn
@@ -1101,7 +1108,7 @@ impl HttpSession {
 
         // Serialize header to bytes
         let mut write_buf = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
-        http_resp_header_to_buf(header, connection, fixed, &mut write_buf)
+        http_resp_header_to_buf(header, connection, fixed, lines, &mut write_buf)
             .map_err(|_| Error::explain(WriteError, "serializing response header"))?;
 
         // Determine if we should flush
@@ -1522,6 +1529,16 @@ impl HttpSession {
     /// If the client disallows connection reuse, then `keepalive` will be ignored.
     /// colorgate patch 44: add these fields to each final response header
     /// this session writes, replacing fields of the same names.
+    /// colorgate patch 56: lines of this request's own (a request id) that
+    /// follow the fixed fields on its final response. Written only with
+    /// fixed fields (which may be none but name the fields these replace:
+    /// they are not in the header map, so a field of the same name there
+    /// is sent as well unless the fixed fields drop it). Each costs its
+    /// bytes rather than a value of its own in the map and its writing.
+    pub fn set_response_h1_fields(&mut self, fields: H1Fields) {
+        self.response_h1_fields = Some(fields);
+    }
+
     pub fn set_fixed_response_headers(&mut self, fixed: Option<Arc<FixedResponseHeaders>>) {
         self.fixed_response_headers = fixed;
     }
@@ -2063,11 +2080,13 @@ fn parse_req_buffer<'h, 'buf>(
 /// `Connection` line, written with a `Date` line in place of the fields of
 /// those names in `resp` (Pingora inserted both into the map first, for
 /// each response). Patches 44 and 53: `fixed`'s fields replace those of
-/// the same names in `resp`, and the names it hides are left out.
+/// the same names in `resp`, and the names it hides are left out; patch
+/// 56: `lines` follow them.
 fn http_resp_header_to_buf(
     resp: &ResponseHeader,
     connection: Option<&[u8]>,
     fixed: Option<&FixedResponseHeaders>,
+    lines: Option<&[u8]>,
     buf: &mut BytesMut,
 ) -> std::result::Result<(), ()> {
     // Status-Line
@@ -2102,6 +2121,9 @@ fn http_resp_header_to_buf(
     }
     if let Some(fixed) = fixed {
         buf.put_slice(&fixed.wire);
+    }
+    if let Some(lines) = lines {
+        buf.put_slice(lines);
     }
 
     buf.put_slice(CRLF);
@@ -3590,7 +3612,7 @@ mod test_sync {
         let mut new_response = ResponseHeader::build(StatusCode::OK, None).unwrap();
         new_response.append_header("Foo", "Bar").unwrap();
         let mut wire = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
-        http_resp_header_to_buf(&new_response, None, None, &mut wire).unwrap();
+        http_resp_header_to_buf(&new_response, None, None, None, &mut wire).unwrap();
         debug!("{}", str::from_utf8(wire.as_ref()).unwrap());
         let mut headers = [httparse::EMPTY_HEADER; 128];
         let mut resp = httparse::Response::new(&mut headers);
