@@ -28,12 +28,14 @@ pub static STRICT_TRANSPORT_SECURITY: CaseHeader =
     CaseHeader::from_static_spelled("strict-transport-security", "Strict-Transport-Security");
 
 /// The client's fields that the gateway replaces with its own on the way
-/// upstream (or, for `Authorization`, keeps to itself), removed from `req`.
-/// Most requests carry none but `Authorization`: one pass over the names
-/// present finds which, rather than a lookup per name.
+/// upstream (or, for `Authorization`, keeps to itself; for `Expect`,
+/// answers itself), removed from `req`. Most requests carry none but
+/// `Authorization`: one pass over the names present finds which, rather
+/// than a lookup per name.
 pub fn remove_forwarding_fields(req: &mut pingora_http::RequestHeader) {
     let ours = [
         &http::header::AUTHORIZATION,
+        &http::header::EXPECT,
         X_REAL_IP.name(),
         X_FORWARDED_FOR.name(),
         X_FORWARDED_PROTO.name(),
@@ -49,4 +51,17 @@ pub fn remove_forwarding_fields(req: &mut pingora_http::RequestHeader) {
     for (name, _) in ours.iter().zip(present).filter(|(_, p)| *p) {
         req.remove_header(*name);
     }
+}
+
+/// Whether the client waits for `100 Continue` before it sends the body
+/// (HTTP/1.1 `Expect: 100-continue`). nginx sends it itself once it admits
+/// the request and starts reading the body, and does not pass `Expect` on;
+/// an upstream may never answer it (Werkzeug does not), and curl waits a
+/// second for it before each upload over 1 MiB.
+pub fn expects_continue(req: &pingora_http::RequestHeader) -> bool {
+    req.version == http::Version::HTTP_11
+        && req
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }

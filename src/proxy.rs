@@ -496,6 +496,11 @@ impl ProxyHttp for Proxy {
         match self.admit(s, ctx).await {
             Ok(()) => {
                 s.set_read_timeout(Some(ctx.gw.body_timeout));
+                // Admitted: a client waiting to send its body is told to go
+                // on (see `headers::expects_continue`; refusals come instead).
+                if !s.is_body_empty() && headers::expects_continue(s.req_header()) {
+                    s.write_continue_response().await?;
+                }
                 Ok(false)
             }
             Err(refusal) => {

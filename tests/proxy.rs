@@ -1279,6 +1279,40 @@ fn the_answer_carries_the_gateways_date_and_connection_not_the_upstreams() {
 }
 
 #[test]
+fn an_admitted_upload_is_told_to_continue_by_the_gateway_itself() {
+    // nginx answers `Expect: 100-continue` itself once it admits a request,
+    // and does not pass `Expect` on. This upstream never answers it, as
+    // Werkzeug does not: curl would wait a second before each upload over
+    // 1 MiB. A refused request gets its refusal instead of the go-ahead.
+    let upstream = Upstream::start();
+    let gw = config(&upstream)
+        .section("limits", "max_body_size: 1k")
+        .start();
+    let head = |length: usize| {
+        format!(
+            "POST /no-continue HTTP/1.1\r\nHost: a\r\nContent-Length: {length}\r\n\
+             Expect: 100-continue\r\n\r\n"
+        )
+    };
+    let mut conn = gw.conn();
+
+    conn.write(head(5).as_bytes());
+    let interim = conn.read_status_line();
+    conn.write(b"hello");
+    let resp = conn.read_response(false);
+
+    assert_eq!(interim.as_deref(), Some("HTTP/1.1 100 Continue"));
+    assert_eq!(resp.status, 200, "{}", resp.body_str());
+    let r = only_request(&upstream);
+    assert_eq!((r.header("expect"), &r.body[..]), (None, &b"hello"[..]));
+
+    let mut refused = gw.conn();
+    refused.write(head(5000).as_bytes());
+    let answer = refused.read_status_line();
+    assert_eq!(answer.as_deref(), Some("HTTP/1.1 413 Payload Too Large"));
+}
+
+#[test]
 fn a_client_connection_is_kept_only_when_the_client_allows_it() {
     // As nginx: HTTP/1.1 keeps the connection unless the client says
     // `Connection: close`, HTTP/1.0 only when it says `Connection:

@@ -296,6 +296,13 @@ impl Conn {
     pub fn read_response(&mut self, head: bool) -> Response {
         read_response(&mut self.reader, head)
     }
+    /// The status line of the next answer, interim (`100 Continue`) or not,
+    /// with its header read; `None` if the connection ended first.
+    pub fn read_status_line(&mut self) -> Option<String> {
+        let line = read_line(&mut self.reader)?;
+        read_headers(&mut self.reader);
+        Some(line)
+    }
     /// Sends one more header line every 100 ms (the wait for the gateway to
     /// hang up is the pause) until the gateway closes the connection: the
     /// number of lines sent, or `None` if it was still open after `max` lines.

@@ -189,7 +189,10 @@ fn serve(sh: &Shared, stream: TcpStream, conn: usize) {
             parts.next().unwrap_or_default(),
             parts.next().unwrap_or_default(),
         );
-        if find_header(&headers, "expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+        // `/no-continue`: never answers `Expect: 100-continue`, as Werkzeug.
+        let expects =
+            find_header(&headers, "expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+        if expects && !uri.contains("/no-continue") {
             let _ = out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
         // `/answers-early`: a 413 before any of the body is read, as an
