@@ -108,9 +108,18 @@ fn request_authority_host(req: &RequestHeader) -> Result<Option<&HeaderValue>> {
         return Error::e_explain(InvalidHTTPHeader, "userinfo in Host header");
     }
 
+    if host.is_some_and(|host| !nginx_valid_host(host.as_bytes())) {
+        return Error::e_explain(InvalidHTTPHeader, "invalid Host header");
+    }
+
     let uri_authority = req.uri.authority().map(|authority| authority.as_str());
     if uri_authority.is_some_and(|authority| authority.contains('@')) {
         return Error::e_explain(InvalidHTTPHeader, "userinfo in URI authority");
+    }
+
+    // colorgate patch 57: HTTP/2's `:authority` is held to the same rule.
+    if uri_authority.is_some_and(|authority| !nginx_valid_host(authority.as_bytes())) {
+        return Error::e_explain(InvalidHTTPHeader, "invalid URI authority");
     }
 
     if host
@@ -121,6 +130,45 @@ fn request_authority_host(req: &RequestHeader) -> Result<Option<&HeaderValue>> {
     }
 
     Ok(host)
+}
+
+/// colorgate patch 57: a `Host` that nginx would take (`ngx_http_validate_host`):
+/// no space, control byte, DEL, NUL or `/`, no `..`, and a name left once a
+/// port (after the first `:` outside brackets) and one trailing dot are set
+/// aside. nginx answers anything else 400; Pingora passed it on, where an
+/// application building links from `Host` would use it.
+fn nginx_valid_host(host: &[u8]) -> bool {
+    let mut name_end = host.len();
+    let mut in_literal = false;
+    let mut in_port = false;
+    let mut last_dot = None;
+    for (i, &b) in host.iter().enumerate() {
+        match b {
+            b'.' => {
+                if i > 0 && last_dot == Some(i - 1) {
+                    return false;
+                }
+                last_dot = Some(i);
+            }
+            b':' if !in_port && !in_literal => {
+                name_end = i;
+                in_port = true;
+            }
+            b'[' if i == 0 => in_literal = true,
+            b']' if in_literal => {
+                name_end = i + 1;
+                in_literal = false;
+                in_port = true;
+            }
+            b'/' | 0..=0x20 | 0x7f => return false,
+            _ => {}
+        }
+    }
+    let name_end = match last_dot {
+        Some(dot) if dot + 1 == name_end => dot,
+        _ => name_end,
+    };
+    name_end > 0
 }
 
 /// Reconcile authority-like CONNECT targets with `Host` while preserving custom target forms.

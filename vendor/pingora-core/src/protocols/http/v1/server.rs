@@ -2009,6 +2009,13 @@ fn escape_illegal_request_line(buf: &BytesMut) -> Option<BytesMut> {
     if let Some(captures) = REQUEST_LINE_REGEX.captures(buf) {
         // return if nothing matches: not a request line at all
         let uri = captures.name("uri")?;
+        // colorgate patch 58: a target with a space or a control byte is
+        // refused, as nginx refuses it (400), not escaped: with a space in
+        // it, where the target ends is a guess (`GET /a HTTP/1.1 /b`), and a
+        // front proxy may guess otherwise.
+        if uri.as_bytes().iter().any(|b| *b == b' ' || b.is_ascii_control()) {
+            return None;
+        }
 
         let escaped_uri = percent_encode(uri.as_bytes(), URI_ESC_CHARSET);
 
@@ -3241,13 +3248,21 @@ mod tests_stream {
         init_log();
         // in query string
         let input = BytesMut::from(
-            &b"GET /a?q=<\"b c\"> HTTP/1.1\r\nHost: pingora.org\r\nContent-Length: 3\r\n\r\n"[..],
+            &b"GET /a?q=<\"bc\"> HTTP/1.1\r\nHost: pingora.org\r\nContent-Length: 3\r\n\r\n"[..],
         );
         let output = escape_illegal_request_line(&input).unwrap();
         assert_eq!(
             &output,
-            &b"GET /a?q=%3C%22b%20c%22%3E HTTP/1.1\r\nHost: pingora.org\r\nContent-Length: 3\r\n\r\n"[..]
+            &b"GET /a?q=%3C%22bc%22%3E HTTP/1.1\r\nHost: pingora.org\r\nContent-Length: 3\r\n\r\n"[..]
         );
+
+        // colorgate patch 58: a space or a control byte is refused
+        for target in [&b"/a?q=b c"[..], b"/a\tb"] {
+            let mut input = BytesMut::from(&b"GET "[..]);
+            input.extend_from_slice(target);
+            input.extend_from_slice(b" HTTP/1.1\r\nHost: pingora.org\r\n\r\n");
+            assert!(escape_illegal_request_line(&input).is_none());
+        }
 
         // in path
         let input = BytesMut::from(
