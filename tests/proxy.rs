@@ -981,6 +981,12 @@ fn assert_refused_by_pingora_raw(bytes: &str) {
 }
 
 #[test]
+fn connect_is_a_json_400_and_nothing_goes_upstream() {
+    // nginx answers CONNECT 400; Pingora answered a bare 405 of its own.
+    assert_refused_by_pingora_raw("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n");
+}
+
+#[test]
 fn duplicate_differing_content_length_is_a_400_and_nothing_goes_upstream() {
     assert_refused_by_pingora_raw(
         "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",

@@ -392,8 +392,13 @@ where
             .is_some_and(|opts| opts.allow_connect_method_proxying)
             && downstream_session.req_header().method == Method::CONNECT
         {
+            // colorgate patch 59: answered as a request Pingora cannot read
+            // (the application shapes it, logs and counts it), not with a
+            // bare 405 no one sees; nginx answers CONNECT 400.
+            let e = Error::explain(InvalidHTTPHeader, "CONNECT is not proxied");
+            let (resp, body) = self.inner.invalid_request_response(&downstream_session, &e);
             downstream_session
-                .respond_error(405)
+                .write_error_response(resp, body)
                 .await
                 .unwrap_or_else(|e| {
                     error!("failed to send error response to downstream: {e}");
