@@ -987,6 +987,28 @@ fn connect_is_a_json_400_and_nothing_goes_upstream() {
 }
 
 #[test]
+fn a_transfer_coding_besides_chunked_is_a_400_and_nothing_goes_upstream() {
+    // nginx takes `chunked` alone (and answers 501 otherwise); Pingora took
+    // `gzip, chunked` and sent the upstream `chunked`, the body still gzip.
+    for codings in [
+        "gzip, chunked",
+        "chunked, chunked",
+        "chunked\r\nTransfer-Encoding: chunked",
+    ] {
+        assert_refused_by_pingora_raw(&format!(
+            "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {codings}\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        ));
+    }
+    let upstream = Upstream::start();
+    let gw = config(&upstream).start();
+    let resp = gw.raw(
+        b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    );
+    assert_eq!(resp.status, 200, "{}", resp.body_str());
+    assert_eq!(only_request(&upstream).body, b"hello");
+}
+
+#[test]
 fn duplicate_differing_content_length_is_a_400_and_nothing_goes_upstream() {
     assert_refused_by_pingora_raw(
         "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",

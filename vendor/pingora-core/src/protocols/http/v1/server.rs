@@ -674,6 +674,17 @@ impl HttpSession {
             if !self.is_chunked_encoding() {
                 return Error::e_explain(InvalidHTTPHeader, "non-chunked final Transfer-Encoding");
             }
+            // colorgate patch 60: and chunked alone, as nginx takes it. Another
+            // coding before it (`gzip, chunked`) was dropped on the way
+            // upstream, the body still encoded by it; nginx answers 501.
+            let mut codings = req_header.headers.get_all(TRANSFER_ENCODING).iter();
+            let only_chunked = match (codings.next(), codings.next()) {
+                (Some(v), None) => v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"),
+                _ => false,
+            };
+            if !only_chunked {
+                return Error::e_explain(InvalidHTTPHeader, "a transfer coding besides chunked");
+            }
         }
 
         Ok(())
