@@ -52,16 +52,3 @@ pub fn remove_forwarding_fields(req: &mut pingora_http::RequestHeader) {
         req.remove_header(*name);
     }
 }
-
-/// Whether the client waits for `100 Continue` before it sends the body
-/// (HTTP/1.1 `Expect: 100-continue`). nginx sends it itself once it admits
-/// the request and starts reading the body, and does not pass `Expect` on;
-/// an upstream may never answer it (Werkzeug does not), and curl waits a
-/// second for it before each upload over 1 MiB.
-pub fn expects_continue(req: &pingora_http::RequestHeader) -> bool {
-    req.version == http::Version::HTTP_11
-        && req
-            .headers
-            .get(http::header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
-}

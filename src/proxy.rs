@@ -13,6 +13,7 @@ use crate::gateway::{Gateway, Route, SharedGateway};
 use crate::respond::{self, Reject};
 use crate::{client_ip, headers, routes};
 use bytes::Bytes;
+use pingora_core::protocols::http::v1::common::is_expect_continue_req;
 use pingora_core::protocols::http::ServerSession as HttpSession;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
@@ -496,9 +497,12 @@ impl ProxyHttp for Proxy {
         match self.admit(s, ctx).await {
             Ok(()) => {
                 s.set_read_timeout(Some(ctx.gw.body_timeout));
-                // Admitted: a client waiting to send its body is told to go
-                // on (see `headers::expects_continue`; refusals come instead).
-                if !s.is_body_empty() && headers::expects_continue(s.req_header()) {
+                // Admitted: a client waiting to send its body (HTTP/1.1
+                // `Expect: 100-continue`) is told to go on, as nginx tells it;
+                // refusals come instead. An upstream may never answer it
+                // (Werkzeug does not: curl waited a second before each upload
+                // over 1 MiB), and `Expect` is not passed on (`headers`).
+                if !s.is_body_empty() && is_expect_continue_req(s.req_header()) {
                     s.write_continue_response().await?;
                 }
                 Ok(false)

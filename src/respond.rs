@@ -214,7 +214,7 @@ pub fn add_own_headers(
     request_id: &str,
     tls: bool,
 ) -> pingora_error::Result<()> {
-    let block_drops_ours = resp.headers.keys().any(|n| gw.hidden_headers.contains(n));
+    let block_drops_ours = carries_any(resp, &gw.hidden_headers);
     if !block_drops_ours && through_fixed_block(session, gw, request_id, tls)? {
         return Ok(());
     }
@@ -251,11 +251,17 @@ fn through_fixed_block(
 /// `proxy_hide_header`), where no fixed block does it: one pass over the
 /// response's names finds whether there is any.
 fn hide(resp: &mut ResponseHeader, hidden: &[HeaderName]) {
-    if resp.headers.keys().any(|n| hidden.contains(n)) {
+    if carries_any(resp, hidden) {
         for name in hidden {
             resp.remove_header(name);
         }
     }
+}
+
+/// Whether `resp` has a field of any of these names: one pass over its
+/// names, not a lookup per name.
+fn carries_any(resp: &ResponseHeader, names: &[HeaderName]) -> bool {
+    resp.headers.keys().any(|n| names.contains(n))
 }
 
 /// Add what every response carries: the configured security headers, the

@@ -153,6 +153,10 @@ pub fn compile(
         }
     }
 
+    // Framing and connection fields are the server's to write: neither
+    // configured nor hidden.
+    const SESSION_OWNED: &str =
+        "frames the response or concerns the connection: the gateway writes it";
     let mut response_headers = Vec::new();
     for (name, value) in &cfg.headers.response {
         let at = format!("headers.response.{name}");
@@ -161,12 +165,8 @@ pub fn compile(
             CaseHeader::new(name).ok_or(()),
             HeaderValue::from_str(value),
         ) {
-            // Framing and connection fields are the server's to write.
             (Ok(n), _) if FixedResponseHeaders::is_session_owned(n.name()) => {
-                errs.push(ConfigError::new(
-                    at,
-                    "frames the response or concerns the connection: the gateway writes it",
-                ))
+                errs.push(ConfigError::new(at, SESSION_OWNED))
             }
             (Ok(n), Ok(v)) => response_headers.push((n, v)),
             (Err(_), _) => errs.push(ConfigError::new(at, "invalid header name")),
@@ -177,10 +177,9 @@ pub fn compile(
     for (i, name) in cfg.headers.hide.iter().enumerate() {
         let at = format!("headers.hide[{i}]");
         match http::HeaderName::from_bytes(name.as_bytes()) {
-            Ok(n) if FixedResponseHeaders::is_session_owned(&n) => errs.push(ConfigError::new(
-                at,
-                "frames the response or concerns the connection: the gateway writes it",
-            )),
+            Ok(n) if FixedResponseHeaders::is_session_owned(&n) => {
+                errs.push(ConfigError::new(at, SESSION_OWNED))
+            }
             Ok(n) => hidden_headers.push(n),
             Err(_) => errs.push(ConfigError::new(at, "invalid header name")),
         }

@@ -671,12 +671,10 @@ impl HttpSession {
             }
             // If chunked is not the final Transfer-Encoding, reject request
             // See https://datatracker.ietf.org/doc/html/rfc9112#section-6.3-2.4.3
-            if !self.is_chunked_encoding() {
-                return Error::e_explain(InvalidHTTPHeader, "non-chunked final Transfer-Encoding");
-            }
-            // colorgate patch 60: and chunked alone, as nginx takes it. Another
-            // coding before it (`gzip, chunked`) was dropped on the way
-            // upstream, the body still encoded by it; nginx answers 501.
+            // colorgate patch 60: nor unless it is the only one, as nginx
+            // takes it (this check replaces Pingora's of the final coding).
+            // Another coding before it (`gzip, chunked`) was dropped on the
+            // way upstream, the body still encoded by it; nginx answers 501.
             let mut codings = req_header.headers.get_all(TRANSFER_ENCODING).iter();
             let only_chunked = match (codings.next(), codings.next()) {
                 (Some(v), None) => v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"),
@@ -1086,8 +1084,7 @@ impl HttpSession {
             // body, and a server must not send it `Transfer-Encoding` (RFC
             // 9112 section 6.1). Without it the body is delimited by the
             // close, as nginx sends it (the close is decided below).
-            let http10 = self.request_header.as_deref().map(|r| r.version);
-            if http10 == Some(Version::HTTP_10) && header.headers.contains_key(TRANSFER_ENCODING) {
+            if self.request_header.as_deref().map(|r| r.version) == Some(Version::HTTP_10) {
                 header.remove_header(&TRANSFER_ENCODING);
             }
             self.init_body_writer(header);
