@@ -153,6 +153,9 @@ pub struct BodyReader {
     rewind_buf_len: usize,
     upstream: bool,
     body_buf_overread: Option<BytesMut>,
+    // colorgate patch 61: the last read was of a body of known length, so
+    // the buffer holds nothing but what it returned (see `take_body`).
+    sized_read: bool,
 }
 
 impl BodyReader {
@@ -164,6 +167,7 @@ impl BodyReader {
             rewind_buf_len: 0,
             upstream,
             body_buf_overread: None,
+            sized_read: false,
         }
     }
 
@@ -327,6 +331,29 @@ impl BodyReader {
         buf_ref.get(self.body_buf.as_ref().unwrap())
     }
 
+    /// colorgate patch 61: the body bytes `buf_ref` names, owned. A read of
+    /// a body of known length leaves nothing else in the buffer (what came
+    /// after the body is split off to the overread already), so its bytes
+    /// can be cut out of the buffer and handed on without a copy; the next
+    /// read fills the rest of the buffer's room, or the whole buffer again
+    /// once the pieces handed on are dropped, or a new one. Every piece of
+    /// a 1 MiB upload was copied once on its way upstream. A request
+    /// body's reads stop at its length, so its pieces tile its buffer; a
+    /// response body's reads do not, and a piece smaller than half its
+    /// buffer is copied, so that pieces waiting for a slow client do not
+    /// hold buffers many times their size. Chunked and close-delimited
+    /// reads keep framing and unparsed bytes in the buffer: copied.
+    pub fn take_body(&mut self, buf_ref: &BufRef) -> Bytes {
+        if self.sized_read && buf_ref.0 == 0 {
+            if let Some(buf) = self.body_buf.as_mut().filter(|b| b.len() == buf_ref.1) {
+                if !self.upstream || buf.len() * 2 >= self.body_buf_size {
+                    return buf.split().freeze();
+                }
+            }
+        }
+        Bytes::copy_from_slice(self.get_body(buf_ref))
+    }
+
     #[allow(dead_code)]
     pub fn get_body_overread(&self) -> Option<&[u8]> {
         self.body_buf_overread.as_deref()
@@ -402,6 +429,7 @@ impl BodyReader {
     where
         S: AsyncRead + Unpin + Send,
     {
+        self.sized_read = matches!(self.body_state, PS::Partial(..));
         match self.body_state {
             PS::Complete(_) => Ok(None),
             PS::Done(_) => Ok(None),

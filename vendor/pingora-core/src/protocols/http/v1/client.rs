@@ -587,6 +587,20 @@ impl HttpSession {
     /// Return `Ok(Some(ref)) after a successful read.
     /// Return `Ok(None)` if there is no more body to read.
     pub async fn read_body_ref(&mut self) -> Result<Option<&[u8]>> {
+        let read = self.read_body_counted().await?;
+        Ok(read.map(|body_ref| self.body_reader.get_body(&body_ref)))
+    }
+
+    /// Similar to [`Self::read_body_ref`] but return `Bytes` instead of a slice reference.
+    pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
+        let read = self.read_body_counted().await?;
+        // colorgate patch 61: without a copy when it can be.
+        Ok(read.map(|body_ref| self.body_reader.take_body(&body_ref)))
+    }
+
+    /// Read the next piece of the response body, within the read timeout,
+    /// and count its bytes.
+    async fn read_body_counted(&mut self) -> Result<Option<BufRef>> {
         let result = match self.read_timeout {
             Some(t) => match timeout(t, self.do_read_body()).await {
                 Ok(res) => res,
@@ -594,20 +608,10 @@ impl HttpSession {
             },
             None => self.do_read_body().await,
         };
-
-        result.map(|maybe_body| {
-            maybe_body.map(|body_ref| {
-                let slice = self.body_reader.get_body(&body_ref);
-                self.body_recv = self.body_recv.saturating_add(slice.len());
-                slice
-            })
-        })
-    }
-
-    /// Similar to [`Self::read_body_ref`] but return `Bytes` instead of a slice reference.
-    pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
-        let read = self.read_body_ref().await?;
-        Ok(read.map(Bytes::copy_from_slice))
+        if let Ok(Some(body_ref)) = &result {
+            self.body_recv = self.body_recv.saturating_add(body_ref.len());
+        }
+        result
     }
 
     /// Upstream response body bytes received (payload only; excludes headers/framing).

@@ -775,7 +775,8 @@ impl HttpSession {
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
         let read = self.read_body().await?;
         Ok(read.map(|b| {
-            let bytes = Bytes::copy_from_slice(self.get_body(&b));
+            // colorgate patch 61: without a copy when it can be.
+            let bytes = self.body_reader.take_body(&b);
             self.body_bytes_read += bytes.len();
             if let Some(buffer) = self.retry_buffer.as_mut() {
                 buffer.write_to_buffer(&bytes);
@@ -1390,6 +1391,7 @@ impl HttpSession {
         })
     }
 
+    #[cfg(test)]
     fn get_body(&self, buf_ref: &BufRef) -> &[u8] {
         // TODO: these get_*() could panic. handle them better
         self.body_reader.get_body(buf_ref)

@@ -1,0 +1,132 @@
+//! Properties of the vendored Pingora (`vendor/README.md`) that no request
+//! through the binary can show, checked on its public API over a real
+//! socket pair. (Pingora's own unit tests need crates this offline tree
+//! does not have.)
+
+use bytes::Bytes;
+use pingora_core::protocols::http::v1::{client, server};
+use pingora_core::protocols::l4::stream::Stream;
+use pingora_http::RequestHeader;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+fn pair() -> (UnixStream, Stream) {
+    let (peer, ours) = UnixStream::pair().expect("socket pair");
+    (peer, Stream::from(ours))
+}
+
+/// A server session that has read the request `head` from its client.
+async fn request_read(head: &[u8]) -> (UnixStream, server::HttpSession) {
+    let (mut client, stream) = pair();
+    let mut session = server::HttpSession::new(Box::new(stream));
+    client.write_all(head).await.unwrap();
+    session
+        .read_request()
+        .await
+        .expect("request")
+        .expect("head");
+    (client, session)
+}
+
+/// A client session that has sent a GET and read the response `head` from
+/// its upstream.
+async fn response_read(head: &[u8]) -> (UnixStream, client::HttpSession) {
+    let (mut upstream, stream) = pair();
+    let mut session = client::HttpSession::new(Box::new(stream));
+    let req = RequestHeader::build("GET", b"/image", None).unwrap();
+    session.write_request_header(Box::new(req)).await.unwrap();
+    let mut sent = [0u8; 256];
+    let n = upstream.read(&mut sent).await.unwrap();
+    assert!(sent[..n].starts_with(b"GET /image HTTP/1.1\r\n"));
+    upstream.write_all(head).await.unwrap();
+    session.read_response().await.expect("response head");
+    (upstream, session)
+}
+
+/// Whether `second` starts in memory where `first` ends: the two pieces
+/// were cut from one buffer, not copied into allocations of their own.
+fn contiguous(first: &Bytes, second: &Bytes) -> bool {
+    first.as_ptr().wrapping_add(first.len()) == second.as_ptr()
+}
+
+// Patch 61: a request body of known length goes upstream in the pieces it
+// was read in, without a copy of each.
+#[tokio::test]
+async fn a_sized_request_body_is_handed_on_in_the_buffer_it_was_read_into() {
+    let (mut client, mut session) =
+        request_read(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 300\r\n\r\n").await;
+
+    client.write_all(&[b'a'; 100]).await.unwrap();
+    let first = session.read_body_bytes().await.unwrap().expect("piece");
+    // The rest of the body, and a pipelined request behind it.
+    client.write_all(&[b'b'; 200]).await.unwrap();
+    client
+        .write_all(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let second = session.read_body_bytes().await.unwrap().expect("piece");
+
+    assert_eq!(&first[..], &[b'a'; 100][..]);
+    assert_eq!(&second[..], &[b'b'; 200][..]);
+    assert!(contiguous(&first, &second), "each piece was copied");
+    assert_eq!(session.read_body_bytes().await.unwrap(), None);
+}
+
+// Patch 61: the pieces are the body and nothing else, when the body came
+// with the header and the next request with the body.
+#[tokio::test]
+async fn a_sized_request_body_read_with_its_header_stops_at_its_length() {
+    let (_client, mut session) = request_read(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET /next HTTP/1.1\r\n\r\n").await;
+
+    let body = session.read_body_bytes().await.unwrap().expect("piece");
+    assert_eq!(&body[..], b"hello");
+    assert_eq!(session.read_body_bytes().await.unwrap(), None);
+}
+
+// Patch 61: a chunked body's pieces leave its framing behind (they are
+// copied out of a buffer that keeps it).
+#[tokio::test]
+async fn a_chunked_request_body_arrives_without_its_framing() {
+    let (mut client, mut session) =
+        request_read(b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .await;
+    client
+        .write_all(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        .await
+        .unwrap();
+
+    let mut body = Vec::new();
+    while let Some(piece) = session.read_body_bytes().await.unwrap() {
+        body.extend_from_slice(&piece);
+    }
+    assert_eq!(body, b"hello world");
+}
+
+// Patch 61: an upstream's sized response body, likewise, but a piece
+// smaller than half the buffer is copied (a slow client's queue of small
+// pieces would otherwise hold a 64 KiB buffer each).
+#[tokio::test]
+async fn a_sized_response_body_hands_on_large_pieces_and_copies_small_ones() {
+    let (mut upstream, mut session) = response_read(
+        b"HTTP/1.1 200 OK
+Content-Length: 40100
+
+",
+    )
+    .await;
+    upstream.write_all(&[b'a'; 40_000]).await.unwrap();
+    let large = session.read_body_bytes().await.unwrap().expect("piece");
+    // Shared with the reader's buffer: not a copy.
+    assert!(!large.is_unique(), "the large piece was copied");
+    upstream.write_all(&[b'b'; 100]).await.unwrap();
+    let small = session.read_body_bytes().await.unwrap().expect("piece");
+
+    assert_eq!(&large[..], &[b'a'; 40_000][..]);
+    assert_eq!(&small[..], &[b'b'; 100][..]);
+    assert!(
+        small.is_unique(),
+        "the small piece holds the reader's buffer"
+    );
+    assert_eq!(session.read_body_bytes().await.unwrap(), None);
+    assert_eq!(session.body_bytes_received(), 40_100);
+}
