@@ -145,6 +145,11 @@ impl Proxy {
             };
             return Err(Refusal::new(reject, "malformed"));
         }
+        // TRACE echoes the request back; nginx answers 405 whatever the
+        // location, and so does the gateway, before anything else looks.
+        if s.req_header().method == http::Method::TRACE {
+            return Err(Refusal::new(Reject::MethodNotAllowed, "method"));
+        }
 
         // Route on the normalized path; climbing above `/` is a 400.
         let path = routes::normalize(s.req_header().uri.path())

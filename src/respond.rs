@@ -34,10 +34,13 @@ pub enum Reject {
     },
     GatewayTimeout,
     Internal,
+    /// TRACE, which nginx refuses too: it would echo the request, cookies
+    /// and credentials included, back to whoever could make a browser send it.
+    MethodNotAllowed,
 }
 
 /// The error codes, in the order of `Reject`'s variants (`Reject::index`).
-pub const CODES: [&str; 11] = [
+pub const CODES: [&str; 12] = [
     "bad_request",
     "unauthorized",
     "forbidden",
@@ -49,9 +52,10 @@ pub const CODES: [&str; 11] = [
     "unavailable",
     "gateway_timeout",
     "internal_error",
+    "method_not_allowed",
 ];
 
-const DEFAULT_MESSAGES: [&str; 11] = [
+const DEFAULT_MESSAGES: [&str; 12] = [
     "malformed request",
     "a valid access token is required",
     "access from your address is not allowed",
@@ -63,6 +67,7 @@ const DEFAULT_MESSAGES: [&str; 11] = [
     "the upstream service is unavailable, retry later",
     "the upstream service timed out",
     "internal error",
+    "this method is not allowed",
 ];
 
 impl Reject {
@@ -79,11 +84,12 @@ impl Reject {
             Reject::Unavailable { .. } => 8,
             Reject::GatewayTimeout => 9,
             Reject::Internal => 10,
+            Reject::MethodNotAllowed => 11,
         }
     }
 
     pub fn status(self) -> u16 {
-        [400, 401, 403, 404, 413, 431, 429, 502, 503, 504, 500][self.index()]
+        [400, 401, 403, 404, 413, 431, 429, 502, 503, 504, 500, 405][self.index()]
     }
 
     pub fn code(self) -> &'static str {
@@ -97,6 +103,7 @@ impl Reject {
             401 => Reject::Unauthorized { bearer_sent: true },
             403 => Reject::Forbidden,
             404 => Reject::NotFound,
+            405 => Reject::MethodNotAllowed,
             413 => Reject::PayloadTooLarge,
             431 => Reject::HeadersTooLarge,
             429 => Reject::RateLimited { retry_after: 1 },

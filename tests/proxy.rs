@@ -264,6 +264,7 @@ fn default_message(code: &str) -> &'static str {
         "headers_too_large" => "request headers exceed the size limit",
         "bad_gateway" => "the upstream service is unreachable",
         "gateway_timeout" => "the upstream service timed out",
+        "method_not_allowed" => "this method is not allowed",
         other => panic!("no default message known for {other}"),
     }
 }
@@ -984,6 +985,33 @@ fn assert_refused_by_pingora_raw(bytes: &str) {
 fn connect_is_a_json_400_and_nothing_goes_upstream() {
     // nginx answers CONNECT 400; Pingora answered a bare 405 of its own.
     assert_refused_by_pingora_raw("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n");
+}
+
+#[test]
+fn trace_is_a_json_405_and_nothing_goes_upstream() {
+    // nginx answers TRACE 405 wherever it is sent: an upstream that echoes
+    // it would hand back the request's cookies and credentials.
+    let upstream = Upstream::start();
+    let gw = config(&upstream).start();
+    let mut conn = gw.conn();
+
+    let resp = conn.send_raw(b"TRACE /x HTTP/1.1\r\nHost: a\r\nCookie: session=s3cr3t\r\n\r\n");
+
+    assert_json_error(&resp, 405, "method_not_allowed");
+    let id = resp.header("x-request-id").expect("request id");
+    let line = eventually(IO_TIMEOUT, || {
+        gw.access_log_lines()
+            .into_iter()
+            .find(|l| l["request_id"] == id)
+    });
+    assert_eq!(
+        (&line["status"], &line["deny"]),
+        (&json!(405), &json!("method"))
+    );
+    // The connection stays usable, as nginx's does; only the GET went upstream.
+    let next = conn.send_raw(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(next.status, 200, "{}", next.body_str());
+    assert_eq!(only_request(&upstream).method, "GET");
 }
 
 #[test]
