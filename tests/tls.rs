@@ -1540,9 +1540,9 @@ fn the_upstreams_server_field_is_hidden_over_http2_too() {
 
 #[test]
 fn an_http2_authority_nginx_would_refuse_is_refused() {
-    // The same rule as for HTTP/1's Host (see tests/proxy.rs). Pingora's
-    // HTTP/2 layer answers a malformed authority itself, a bare 400 (not
-    // yet the contract's JSON, as for HTTP/1), before the gateway sees it.
+    // The same rule as for HTTP/1's Host (see tests/proxy.rs), and the same
+    // answer: the contract's JSON 400 (Pingora's HTTP/2 layer answered a
+    // bare 400 itself, before the gateway saw the request).
     let ca = Ca::new("h2-authority");
     let leaf = ca.leaf("h2-authority");
     let upstream = Upstream::start();
@@ -1558,7 +1558,7 @@ fn an_http2_authority_nginx_would_refuse_is_refused() {
     )
     .unwrap();
 
-    assert_eq!(s.responses[0].status, 400);
+    assert_h2_error(&s.responses[0], 400, "bad_request");
     assert_eq!(s.responses[1].status, 200, "the connection still serves");
     let seen = upstream.wait_for_requests(1, IO_TIMEOUT);
     assert_eq!(

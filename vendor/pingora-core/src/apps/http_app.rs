@@ -42,6 +42,17 @@ pub trait ServeHttp {
 }
 
 /// One request of a connection for any [`ServeHttp`]:
+/// colorgate patch 62: an HTTP/2 request whose stream was accepted
+/// although it is malformed (its `read_request` fails) gets the bare 400
+/// that the stream's acceptance answered before the proxy could answer it.
+async fn answer_malformed_h2(http: &mut ServerSession, e: &pingora_error::Error) {
+    if matches!(http, ServerSession::H2(_)) && e.etype() == &pingora_error::ErrorType::InvalidHTTPHeader {
+        if let Err(e) = http.respond_error(400).await {
+            debug!("failed to answer a malformed HTTP/2 request: {e}");
+        }
+    }
+}
+
 /// [`HttpServerApp::process_new_http`].
 async fn serve_http_once<SV>(
     app: &Arc<SV>,
@@ -63,6 +74,7 @@ where
         },
         Err(e) => {
             error!("HTTP server fails to read from downstream: {e}");
+            answer_malformed_h2(&mut http, &e).await;
             return None;
         }
     }
@@ -169,6 +181,7 @@ where
             },
             Err(e) => {
                 error!("HTTP server fails to read from downstream: {e}");
+                answer_malformed_h2(&mut http, &e).await;
                 return None;
             }
         }

@@ -123,7 +123,8 @@ impl Session {
                 Ok(read.is_some())
             }
             // This call will always return `Ok(true)` for Http2 because the request is already read
-            Self::H2(_) => Ok(true),
+            // colorgate patch 62: or the error a malformed one is.
+            Self::H2(s) => s.take_invalid().map(|()| true),
             Self::Subrequest(s) => {
                 let read = s.read_request().await?;
                 Ok(read.is_some())

@@ -21,7 +21,7 @@ use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::header::HeaderName;
 use http::uri::PathAndQuery;
-use http::{header, HeaderMap, Response, StatusCode};
+use http::{header, HeaderMap, Response};
 use log::{debug, warn};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_timeout::timeout;
@@ -293,6 +293,8 @@ pub struct HttpSession {
     total_drain_timeout: Option<Duration>,
     // colorgate patch 37: see `set_read_timeout`.
     read_timeout: Option<Duration>,
+    // colorgate patch 62: the request is malformed (see `take_invalid`).
+    invalid: Option<&'static str>,
 }
 
 /// The outcome of accepting the next event on an HTTP/2 downstream connection.
@@ -475,17 +477,13 @@ impl HttpSession {
 
         // RFC 9113 section 8.1.1 forbids forwarding a malformed request:
         // https://www.rfc-editor.org/rfc/rfc9113.html#section-8.1.1
-        if invalid_request_authority(&request_header) {
-            let mut response = Response::new(());
-            *response.status_mut() = StatusCode::BAD_REQUEST;
-            // An immediate PROTOCOL_ERROR reset would replace this observable 400 in h2. Dropping
-            // an unfinished request body can still reset the stream.
-            if let Err(e) = send_response.send_response(response, true) {
-                // A client reset before the write is stream-local; siblings survive.
-                debug!("failed to send downstream h2 authority rejection: {e}");
-            }
+        // colorgate patch 62: it is not forwarded, but answered by the
+        // application, as an HTTP/1 request it cannot read is: the session
+        // goes to it and its `read_request` fails (see `take_invalid`).
+        // Pingora answered a bare 400 here itself, before any hook ran.
+        let invalid = invalid_request_authority(&request_header).then_some("invalid request authority");
+        if invalid.is_some() {
             account_malformed_stream(malformed_streams)?;
-            return Ok(Some(H2Accept::Rejected));
         }
 
         Ok(Some(H2Accept::Session(HttpSession {
@@ -502,6 +500,7 @@ impl HttpSession {
             write_timeout: None,
             total_drain_timeout: None,
             read_timeout: None,
+            invalid,
         })))
     }
 
@@ -509,6 +508,17 @@ impl HttpSession {
     ///
     /// Different from its HTTP/1.X counterpart, this function never panics as the request is already
     /// read when established a new HTTP/2 stream.
+    /// colorgate patch 62: the error reading this request would have been,
+    /// once: its stream was accepted although the request is malformed
+    /// (`:authority` or `Host`), so that the application answers it. Every
+    /// reader of a request calls `read_request`, which returns this.
+    pub fn take_invalid(&mut self) -> Result<()> {
+        match self.invalid.take() {
+            Some(why) => Error::e_explain(ErrorType::InvalidHTTPHeader, why),
+            None => Ok(()),
+        }
+    }
+
     pub fn req_header(&self) -> &RequestHeader {
         &self.request_header
     }
@@ -991,8 +1001,23 @@ mod test {
     use bytes::Bytes;
     use futures::SinkExt;
     use h2::frame::{Frame, Headers, Pseudo, Reset, Settings};
-    use http::{HeaderValue, Method, Request, Uri};
+    use http::{HeaderValue, Method, Request, StatusCode, Uri};
     use tokio::io::{duplex, AsyncWriteExt, DuplexStream};
+
+    /// colorgate patch 62: a malformed request's stream reaches the
+    /// application, whose read of the request fails; the application (this
+    /// function stands in for it) answers 400.
+    async fn accept_malformed(connection: &mut H2Connection<Stream>, digest: &Arc<Digest>, what: &str) {
+        let Some(H2Accept::Session(mut session)) =
+            HttpSession::from_h2_conn(connection, digest.clone()).await.unwrap()
+        else {
+            panic!("{what}: the stream was not handed to the application");
+        };
+        assert!(session.take_invalid().is_err(), "{what} reached the application as valid");
+        let answer = ResponseHeader::build(StatusCode::BAD_REQUEST, Some(0)).unwrap();
+        // The client may have reset the stream already.
+        let _ = session.write_response_header(Box::new(answer), true);
+    }
     use tokio::sync::oneshot;
     use tokio_stream::StreamExt;
 
@@ -1259,29 +1284,11 @@ mod test {
 
         let mut connection = handshake(Box::new(server), None).await.unwrap();
         let digest = Arc::new(Digest::default());
-        let accepted = HttpSession::from_h2_conn(&mut connection, digest.clone())
-            .await
-            .unwrap();
-        assert!(
-            matches!(accepted, Some(H2Accept::Rejected)),
-            "mismatched authority reached the application"
-        );
+        accept_malformed(&mut connection, &digest, "mismatched authority reached the application").await;
 
-        let accepted = HttpSession::from_h2_conn(&mut connection, digest.clone())
-            .await
-            .unwrap();
-        assert!(
-            matches!(accepted, Some(H2Accept::Rejected)),
-            "duplicate Host fields reached the application"
-        );
+        accept_malformed(&mut connection, &digest, "duplicate Host fields reached the application").await;
 
-        let accepted = HttpSession::from_h2_conn(&mut connection, digest.clone())
-            .await
-            .unwrap();
-        assert!(
-            matches!(accepted, Some(H2Accept::Rejected)),
-            "missing authority reached the application"
-        );
+        accept_malformed(&mut connection, &digest, "missing authority reached the application").await;
 
         let Some(H2Accept::Session(mut session)) =
             HttpSession::from_h2_conn(&mut connection, digest.clone())
@@ -1368,13 +1375,7 @@ mod test {
         let digest = Arc::new(Digest::default());
 
         for case in ["without a Host field", "with a matching Host field"] {
-            let accepted = HttpSession::from_h2_conn(&mut connection, digest.clone())
-                .await
-                .unwrap();
-            assert!(
-                matches!(accepted, Some(H2Accept::Rejected)),
-                "userinfo authority {case} reached the application"
-            );
+            accept_malformed(&mut connection, &digest, &format!("userinfo authority {case}")).await;
         }
 
         let Some(H2Accept::Session(mut session)) =
@@ -1470,13 +1471,7 @@ mod test {
         wait_for_frames.await.unwrap();
         let digest = Arc::new(Digest::default());
 
-        let accepted = HttpSession::from_h2_conn(&mut connection, digest.clone())
-            .await
-            .unwrap();
-        assert!(
-            matches!(accepted, Some(H2Accept::Rejected)),
-            "reset authority mismatch reached the application"
-        );
+        accept_malformed(&mut connection, &digest, "reset authority mismatch reached the application").await;
 
         let Some(H2Accept::Session(mut session)) =
             HttpSession::from_h2_conn(&mut connection, digest.clone())
