@@ -1364,29 +1364,18 @@ fn a_small_response_goes_out_as_one_tls_record() {
     assert_eq!(records.len(), 1, "record lengths {records:?}");
 }
 
-#[test]
-fn an_http2_refusal_before_the_body_still_takes_the_body_and_ends_cleanly() {
-    // A client whose upload follows the answer (curl does, when the answer
-    // comes first) must be able to finish it: the gateway reads and discards
-    // the rest, as nginx does, instead of resetting the stream, which left
-    // such clients waiting for ever.
-    let ca = Ca::new("h2-early");
-    let leaf = ca.leaf("h2-early");
-    let upstream = Upstream::start();
-    let gw = tls_config(&upstream, &leaf)
-        .section("limits", "max_body_size: 1k")
-        .start();
-    let cfg = client(&[ca.der()], TLS12_13, &[b"h2"]);
-    let port = gw.port();
-    let (status, reset) = client_runtime().block_on(async move {
+/// Sends `req` over HTTP/2 with its body held back, reads the whole answer,
+/// then sends the body (`body_len` bytes: curl does, when the answer comes
+/// first) and a second request, which must be served. Returns the answer's
+/// status and body, and how the first stream was reset, if it was.
+fn answer_then_body(
+    port: u16,
+    cfg: Arc<ClientConfig>,
+    req: http::Request<()>,
+    body_len: usize,
+) -> (u16, Vec<u8>, Option<String>) {
+    client_runtime().block_on(async move {
         let (mut send, driver) = h2_client(port, cfg).await;
-        // Over max_body_size by its Content-Length: 413 before anything reads the body.
-        let req = http::Request::builder()
-            .method("POST")
-            .uri(format!("https://127.0.0.1:{port}/upload"))
-            .header("content-length", "20000")
-            .body(())
-            .unwrap();
         let (resp, mut stream) = send.send_request(req, false).expect("send_request");
         let resp = tokio::time::timeout(IO_TIMEOUT, resp)
             .await
@@ -1394,10 +1383,11 @@ fn an_http2_refusal_before_the_body_still_takes_the_body_and_ends_cleanly() {
             .expect("h2 response");
         let status = resp.status().as_u16();
         let mut recv = resp.into_body();
+        let mut answer = Vec::new();
         while let Some(chunk) = recv.data().await {
-            chunk.expect("h2 response body");
+            answer.extend_from_slice(&chunk.expect("h2 response body"));
         }
-        send_body(&mut stream, Bytes::from(vec![b'x'; 20_000])).await;
+        send_body(&mut stream, Bytes::from(vec![b'x'; body_len])).await;
         // A second request on the connection: its answer comes after any
         // reset of the first stream, so the first's state is known then.
         let mut send = send.ready().await.expect("h2 ready");
@@ -1416,8 +1406,32 @@ fn an_http2_refusal_before_the_body_still_takes_the_body_and_ends_cleanly() {
         })
         .await;
         driver.abort();
-        (status, reset)
-    });
+        (status, answer, reset)
+    })
+}
+
+#[test]
+fn an_http2_refusal_before_the_body_still_takes_the_body_and_ends_cleanly() {
+    // A client whose upload follows the answer (curl does, when the answer
+    // comes first) must be able to finish it: the gateway reads and discards
+    // the rest, as nginx does, instead of resetting the stream, which left
+    // such clients waiting for ever.
+    let ca = Ca::new("h2-early");
+    let leaf = ca.leaf("h2-early");
+    let upstream = Upstream::start();
+    let gw = tls_config(&upstream, &leaf)
+        .section("limits", "max_body_size: 1k")
+        .start();
+    let cfg = client(&[ca.der()], TLS12_13, &[b"h2"]);
+    let port = gw.port();
+    // Over max_body_size by its Content-Length: 413 before anything reads the body.
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(format!("https://127.0.0.1:{port}/upload"))
+        .header("content-length", "20000")
+        .body(())
+        .unwrap();
+    let (status, _, reset) = answer_then_body(port, cfg, req, 20_000);
     assert_eq!(status, 413);
     assert_eq!(reset, None, "the stream was reset after the answer");
     let reached: Vec<String> = upstream.requests().iter().map(|r| r.uri.clone()).collect();
@@ -1564,6 +1578,38 @@ fn an_http2_authority_nginx_would_refuse_is_refused() {
     assert_eq!(
         seen.iter().map(|r| r.uri.as_str()).collect::<Vec<_>>(),
         ["/y"]
+    );
+}
+
+#[test]
+fn an_http2_upload_with_an_authority_nginx_would_refuse_gets_its_answer_and_ends_cleanly() {
+    // The JSON 400 comes before the body; the client (curl does so) sends
+    // its body after it. Dropped at once, the stream was reset while the
+    // client was still sending, and curl lost the answer (exit 92).
+    let ca = Ca::new("h2-authority-body");
+    let leaf = ca.leaf("h2-authority-body");
+    let upstream = Upstream::start();
+    let gw = tls_config(&upstream, &leaf).start();
+    let cfg = client(&[ca.der()], TLS12_13, &[b"h2"]);
+    let port = gw.port();
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("https://a..b/upload")
+        .header("content-length", "20000")
+        .body(())
+        .unwrap();
+
+    let (status, answer, reset) = answer_then_body(port, cfg, req, 20_000);
+
+    assert_eq!(status, 400);
+    let body: serde_json::Value = serde_json::from_slice(&answer).expect("a JSON answer");
+    assert_eq!(body["error"], "bad_request", "{body}");
+    assert_eq!(reset, None, "the stream was reset after the answer");
+    let reached: Vec<String> = upstream.requests().iter().map(|r| r.uri.clone()).collect();
+    assert_eq!(
+        reached,
+        ["/after"],
+        "the malformed upload reached the upstream"
     );
 }
 

@@ -360,6 +360,16 @@ where
                         .unwrap_or_else(|e| {
                             error!("failed to send error response to downstream: {e}");
                         });
+                    // colorgate patch 63: an HTTP/2 request's body is read
+                    // and discarded for a while (patch 36) before its stream
+                    // is dropped: dropped at once, with the client still
+                    // sending, the stream is reset and curl loses the answer.
+                    if matches!(*downstream_session, HttpSession::H2(_)) {
+                        if let Err(e) = downstream_session.finish().await {
+                            debug!("finishing a malformed HTTP/2 request: {e}");
+                        }
+                        return None;
+                    }
                 } else if matches!(e.etype, ReadTimedout) {
                     // colorgate patch: a slow client, not a broken connection
                     // (see `ProxyHttp::request_header_timed_out`).
