@@ -282,7 +282,14 @@ pub fn add_common_headers(
     for (name, value) in &gw.response_headers {
         resp.insert_header(name, value.clone())?;
     }
-    resp.insert_header(&headers::RESPONSE_REQUEST_ID, request_id)?;
+    // Never indexed by HPACK (HTTP/2): a value that is new on every
+    // response would otherwise enter the connection's table each time and
+    // push out the entries of the fields that repeat (the security headers).
+    let mut id = HeaderValue::from_str(request_id).map_err(|e| {
+        pingora_error::Error::because(pingora_error::ErrorType::InternalError, "request id", e)
+    })?;
+    id.set_sensitive(true);
+    resp.insert_header(&headers::RESPONSE_REQUEST_ID, id)?;
     if tls {
         if let Some(hsts) = &gw.hsts {
             resp.insert_header(&headers::STRICT_TRANSPORT_SECURITY, hsts.clone())?;
