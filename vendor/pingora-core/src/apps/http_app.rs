@@ -46,7 +46,9 @@ pub trait ServeHttp {
 /// although it is malformed (its `read_request` fails) gets the bare 400
 /// that the stream's acceptance answered before the proxy could answer it.
 async fn answer_malformed_h2(http: &mut ServerSession, e: &pingora_error::Error) {
-    if matches!(http, ServerSession::H2(_)) && e.etype() == &pingora_error::ErrorType::InvalidHTTPHeader {
+    if matches!(http, ServerSession::H2(_))
+        && e.etype() == &pingora_error::ErrorType::InvalidHTTPHeader
+    {
         if let Err(e) = http.respond_error(400).await {
             debug!("failed to answer a malformed HTTP/2 request: {e}");
         }
