@@ -7,6 +7,7 @@ use crate::checks::allowlist::IpSet;
 use crate::checks::concurrency::{ClientIpInflight, UserInflight};
 use crate::checks::jwt::JwtVerifier;
 use crate::checks::rate_limit::RateZone;
+use crate::checks::request_buffer::BufferMemory;
 use crate::respond::ErrorBodies;
 use crate::routes::{MatchKind, PathChange};
 use crate::upstream::Upstream;
@@ -91,6 +92,12 @@ pub struct Gateway {
     pub per_ip_cap: Option<usize>,
     pub client_ip_inflight: Arc<ClientIpInflight>,
     pub max_body_size: u64,
+    /// nginx's `proxy_request_buffering` (`checks::request_buffer`).
+    pub request_buffering: bool,
+    /// The most memory `buffer_memory` may hold.
+    pub request_buffer_memory: u64,
+    /// Bodies being buffered, all requests together; kept across reloads.
+    pub buffer_memory: Arc<BufferMemory>,
     pub max_header_size: usize,
     pub keepalive_timeout: Duration,
     /// nginx's `client_header_timeout`; process-wide (`server::apply_header_timeout`).

@@ -17,6 +17,7 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     pub access_log_dropped: IntCounter,
     pub active: IntGauge,
+    pub request_buffer_bytes: IntGauge,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -75,6 +76,11 @@ pub fn get() -> &'static Metrics {
                 "Client requests being handled now"
             )
             .expect("register colorgate_requests_active"),
+            request_buffer_bytes: register_int_gauge!(
+                "colorgate_request_buffer_bytes",
+                "Memory reserved for request bodies being read whole (limits.request_buffer_memory)"
+            )
+            .expect("register colorgate_request_buffer_bytes"),
         }
     })
 }
@@ -88,6 +94,9 @@ pub fn render(gw: &crate::gateway::Gateway) -> Vec<u8> {
     let m = get();
     m.inflight.reset();
     m.upstream_healthy.reset();
+    let buffered = gw.buffer_memory.in_use();
+    m.request_buffer_bytes
+        .set(i64::try_from(buffered).unwrap_or(i64::MAX));
     for (name, u) in &gw.upstreams {
         m.inflight
             .with_label_values(&[name])

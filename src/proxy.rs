@@ -3,12 +3,13 @@
 //!
 //! malformed? (400/431) → route (404) → allowlist (403) → per-IP rate
 //! limits and in-flight cap (429) → JWT (401) → per-user rate limits and
-//! in-flight caps (429/503) → body size (413) → proxy, with forwarded
-//! headers set and client-sent ones replaced → security headers on the way
-//! back → access log and metrics.
+//! in-flight cap (429) → body size (413) → the body read whole (413/503,
+//! `request_buffering`) → the upstream's in-flight cap (503) → proxy, with
+//! forwarded headers set and client-sent ones replaced → security headers
+//! on the way back → access log and metrics.
 
 use crate::access_log::AccessLog;
-use crate::checks::{body_limit, rate_limit, request_sanity};
+use crate::checks::{body_limit, rate_limit, request_buffer, request_sanity};
 use crate::gateway::{Gateway, Route, SharedGateway};
 use crate::respond::{self, Reject};
 use crate::{client_ip, headers, routes};
@@ -55,6 +56,8 @@ pub struct Ctx {
     /// The check that refused the request (`allowlist`, `rate_limit:zone`, …).
     deny: Option<String>,
     body: body_limit::BodyCounter,
+    /// The body, read whole before the upstream was contacted.
+    buffered: Option<request_buffer::Buffered>,
     /// Held while the request is in flight; released on drop, on every path.
     slots: Slots,
     _active: ActiveRequest,
@@ -106,6 +109,14 @@ impl Refusal {
     fn new(reject: Reject, deny: &str) -> Refusal {
         Refusal {
             reject: Some(reject),
+            deny: Some(deny.to_string()),
+        }
+    }
+
+    /// No answer: the client is gone, or is dropped unanswered as nginx drops it.
+    fn unanswered(deny: &str) -> Refusal {
+        Refusal {
+            reject: None,
             deny: Some(deny.to_string()),
         }
     }
@@ -245,27 +256,41 @@ impl Proxy {
                 ctx.slots._user = Some(slot);
             }
         }
-        let slot = route
-            .upstream
-            .inflight
-            .acquire(gw.upstream_cap)
-            .ok_or_else(|| {
-                Refusal::new(
-                    Reject::Unavailable { retry_after: 1 },
-                    "concurrency:upstream",
-                )
-            })?;
-        ctx.slots._upstream = Some(slot);
-
         // Body size from Content-Length, before the upstream is contacted.
-        let declared = s
-            .req_header()
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let declared = content_length(s.req_header());
         if !body_limit::declared_fits(declared, gw.max_body_size) {
             return Err(Refusal::new(Reject::PayloadTooLarge, "body_size"));
+        }
+        Ok(())
+    }
+
+    /// Between admission and the upstream: the client told to send its
+    /// body, the body read whole (`request_buffering`), a slot at the upstream.
+    async fn prepare_upstream(
+        &self,
+        s: &mut Session,
+        ctx: &mut Ctx,
+    ) -> std::result::Result<(), Refusal> {
+        s.set_read_timeout(Some(ctx.gw.body_timeout));
+        let buffer = ctx.gw.request_buffering && !s.is_body_empty();
+        if !buffer {
+            // Streamed: the upstream is busy from the first byte.
+            hold_upstream_slot(ctx)?;
+        }
+        // Admitted: a client waiting to send its body (HTTP/1.1
+        // `Expect: 100-continue`) is told to go on, as nginx tells it;
+        // refusals come instead. An upstream may never answer it
+        // (Werkzeug does not: curl waited a second before each upload
+        // over 1 MiB), and `Expect` is not passed on (`headers`).
+        if !s.is_body_empty() && is_expect_continue_req(s.req_header()) {
+            s.write_continue_response()
+                .await
+                .map_err(|_| Refusal::unanswered("client_closed"))?;
+        }
+        if buffer {
+            ctx.buffered = Some(read_whole_body(s, ctx).await?);
+            // Only now is the GPU's slot taken: a slow upload never holds it.
+            hold_upstream_slot(ctx)?;
         }
         Ok(())
     }
@@ -277,7 +302,7 @@ impl Proxy {
         let mut header = respond::error_fields(reject, body.len())?;
         let session = &mut s.downstream_session;
         respond::add_own_headers(session, &mut header, &gw, &ctx.request_id, self.tls())?;
-        if has_body(s.req_header()) {
+        if has_body(s.req_header()) && !s.is_body_done() {
             // The body was not read: the connection cannot carry another request.
             s.set_keepalive(None);
         }
@@ -317,6 +342,67 @@ impl Proxy {
         }
         s.write_response_header(Box::new(resp), true).await
     }
+}
+
+/// The upstream's in-flight cap (`concurrency.upstream`), the GPU's guard.
+fn hold_upstream_slot(ctx: &mut Ctx) -> std::result::Result<(), Refusal> {
+    let route = ctx.route().ok_or(Reject::Internal)?;
+    let slot = route
+        .upstream
+        .inflight
+        .acquire(ctx.gw.upstream_cap)
+        .ok_or_else(|| {
+            let reject = Reject::Unavailable { retry_after: 1 };
+            Refusal::new(reject, "concurrency:upstream")
+        })?;
+    ctx.slots._upstream = Some(slot);
+    Ok(())
+}
+
+/// The request's body, read whole within `max_body_size`, the buffers'
+/// memory and `body_timeout` (set on the session) per read.
+async fn read_whole_body(
+    s: &mut Session,
+    ctx: &mut Ctx,
+) -> std::result::Result<request_buffer::Buffered, Refusal> {
+    use request_buffer::Stop;
+    let gw = &*ctx.gw;
+    let declared = content_length(s.req_header());
+    let collected = match request_buffer::Collector::start(
+        &gw.buffer_memory,
+        gw.request_buffer_memory,
+        declared,
+        gw.max_body_size,
+    ) {
+        Ok(mut collector) => loop {
+            match s.read_request_body().await {
+                Ok(Some(piece)) => {
+                    ctx.body.add(piece.len(), u64::MAX);
+                    if let Err(stop) = collector.push(&piece) {
+                        break Err(stop);
+                    }
+                }
+                Ok(None) => break Ok(collector.finish()),
+                Err(e) => break Err(request_buffer::stop_for(&e)),
+            }
+        },
+        Err(stop) => Err(stop),
+    };
+    collected.map_err(|stop| match stop {
+        Stop::TooLarge => Refusal::new(Reject::PayloadTooLarge, "body_size"),
+        Stop::NoMemory => Refusal::new(Reject::Unavailable { retry_after: 1 }, "request_buffer"),
+        Stop::Malformed => Refusal::new(Reject::BadRequest, "malformed"),
+        // nginx on client_body_timeout: closed unanswered, logged 408.
+        Stop::TimedOut => Refusal::unanswered("body_timeout"),
+        Stop::ClientGone => Refusal::unanswered("client_closed"),
+    })
+}
+
+fn content_length(req: &RequestHeader) -> Option<u64> {
+    req.headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 /// The zones one request is checked against, with the key it has in each;
@@ -445,6 +531,7 @@ impl ProxyHttp for Proxy {
             auth: "none",
             deny: None,
             body: Default::default(),
+            buffered: None,
             slots: Slots::default(),
             _active: ActiveRequest::new(),
             backend: None,
@@ -499,19 +586,12 @@ impl ProxyHttp for Proxy {
             self.redirect(s, ctx, tls_port).await?;
             return Ok(true);
         }
-        match self.admit(s, ctx).await {
-            Ok(()) => {
-                s.set_read_timeout(Some(ctx.gw.body_timeout));
-                // Admitted: a client waiting to send its body (HTTP/1.1
-                // `Expect: 100-continue`) is told to go on, as nginx tells it;
-                // refusals come instead. An upstream may never answer it
-                // (Werkzeug does not: curl waited a second before each upload
-                // over 1 MiB), and `Expect` is not passed on (`headers`).
-                if !s.is_body_empty() && is_expect_continue_req(s.req_header()) {
-                    s.write_continue_response().await?;
-                }
-                Ok(false)
-            }
+        let admitted = match self.admit(s, ctx).await {
+            Ok(()) => self.prepare_upstream(s, ctx).await,
+            refused => refused,
+        };
+        match admitted {
+            Ok(()) => Ok(false),
             Err(refusal) => {
                 ctx.deny = refusal.deny;
                 match refusal.reject {
@@ -519,9 +599,10 @@ impl ProxyHttp for Proxy {
                         self.refuse(s, ctx, reject).await?;
                         Ok(true)
                     }
-                    None => {
-                        Error::e_explain(ErrorType::ConnectionClosed, "client left while delayed")
-                    }
+                    // From the client's side: `fail_to_proxy` answers nothing.
+                    None => Err(
+                        Error::explain(ErrorType::ConnectionClosed, "request dropped").into_down(),
+                    ),
                 }
             }
         }
@@ -531,9 +612,15 @@ impl ProxyHttp for Proxy {
         &self,
         _s: &mut Session,
         body: &mut Option<Bytes>,
-        _end: bool,
+        end: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        // A body read whole goes up as one piece when Pingora ends the
+        // (already read) body; nothing else can come after it.
+        if let Some(buffered) = &ctx.buffered {
+            *body = end.then(|| buffered.body.clone());
+            return Ok(());
+        }
         let len = body.as_ref().map_or(0, |b| b.len());
         if !ctx.body.add(len, ctx.gw.max_body_size) {
             // Stop before this chunk is forwarded: the upstream never sees
@@ -578,6 +665,11 @@ impl ProxyHttp for Proxy {
                     .map_err(|e| Error::because(ErrorType::InternalError, "rewritten uri", e))?;
                 req.set_uri(uri);
             }
+        }
+        if let Some(buffered) = &ctx.buffered {
+            // nginx sends a buffered body with its length, however it came.
+            req.remove_header(&http::header::TRANSFER_ENCODING);
+            req.insert_header(http::header::CONTENT_LENGTH, buffered.body.len())?;
         }
         let peer = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         let ip = ctx.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
@@ -687,7 +779,7 @@ impl ProxyHttp for Proxy {
             },
         };
         let code = match reject {
-            Some(r) if s.response_written().is_none() => {
+            Some(r) if final_status(s).is_none() => {
                 if let Err(err) = self.refuse(s, ctx, r).await {
                     log::debug!("could not send the {} answer: {err}", r.status());
                 }
@@ -710,9 +802,21 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, s: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
-        let status = s.response_written().map_or(0, |r| r.status.as_u16());
+        let status = match final_status(s) {
+            Some(status) => status,
+            // nginx logs a body that stopped arriving as 408, unanswered.
+            None if ctx.deny.as_deref() == Some("body_timeout") => 408,
+            None => 0,
+        };
         crate::observe::record(s, ctx_view(ctx), status, &self.access_log);
     }
+}
+
+/// The status of the answer written, if one was: a `100 Continue` is not
+/// one (the client still waits for it).
+fn final_status(s: &Session) -> Option<u16> {
+    let status = s.response_written()?.status.as_u16();
+    (status >= 200).then_some(status)
 }
 
 fn ctx_view(ctx: &Ctx) -> crate::observe::RequestRecord<'_> {

@@ -345,6 +345,34 @@ fn check_refuses_client_timeouts_of_zero() {
 }
 
 #[test]
+fn check_refuses_buffer_memory_that_cannot_hold_one_allowed_body() {
+    // 50M bodies may come in; 10M of buffers could never read one whole.
+    let conf = ShippedConf::new();
+    let file = conf.variant(
+        "buf.yaml",
+        &[("request_buffer_memory: 256M", "request_buffer_memory: 10M")],
+    );
+    assert_check_fails_with(
+        &file,
+        &[format!(
+            "{file}: limits.request_buffer_memory: 10485760 bytes cannot hold one body of \
+             limits.max_body_size (52428800 bytes) while request_buffering is on"
+        )],
+    );
+
+    // Streamed bodies need no buffers.
+    let streamed = conf.variant(
+        "stream.yaml",
+        &[
+            ("request_buffering: true", "request_buffering: false"),
+            ("request_buffer_memory: 256M", "request_buffer_memory: 10M"),
+        ],
+    );
+    let out = colorgate(&["check", "-c", &streamed]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
 fn check_refuses_response_headers_that_frame_the_answer() {
     // A configured Content-Length or Connection would contradict the
     // framing the gateway writes for each response.

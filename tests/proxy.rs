@@ -1405,6 +1405,30 @@ fn an_admitted_upload_is_told_to_continue_by_the_gateway_itself() {
 }
 
 #[test]
+fn an_upload_told_to_continue_still_gets_the_json_error_when_the_upstream_fails() {
+    // The `100 Continue` is not the answer: a failure after it is answered
+    // and logged with its own status, streamed or buffered.
+    for buffering in [true, false] {
+        let gw = common::GatewayConfig::new(&common::unreachable_addr())
+            .section("limits", &format!("request_buffering: {buffering}"))
+            .start();
+        let mut conn = gw.conn();
+        conn.write(
+            b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\
+              Expect: 100-continue\r\n\r\n",
+        );
+        let interim = conn.read_status_line();
+        conn.write(b"hello");
+        let resp = conn.read_response(false);
+
+        assert_eq!(interim.as_deref(), Some("HTTP/1.1 100 Continue"));
+        assert_json_error(&resp, 502, "bad_gateway");
+        let log = gw.wait_access_log(1, IO_TIMEOUT);
+        assert_eq!(log[0]["status"], 502, "buffering {buffering}");
+    }
+}
+
+#[test]
 fn a_client_connection_is_kept_only_when_the_client_allows_it() {
     // As nginx: HTTP/1.1 keeps the connection unless the client says
     // `Connection: close`, HTTP/1.0 only when it says `Connection:

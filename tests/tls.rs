@@ -1035,6 +1035,13 @@ fn alpn_selects_h2_and_the_upstream_gets_the_forwarded_headers() {
     assert_eq!(post.status, 200, "{post:?}");
     assert_eq!(seen[1].method, "POST");
     assert_eq!(seen[1].body_len(), 100_000);
+    // Read whole before it went up (request buffering): sent with its
+    // length, though an HTTP/2 client declares none.
+    let framing = (
+        seen[1].header("content-length"),
+        seen[1].header("transfer-encoding"),
+    );
+    assert_eq!(framing, (Some("100000"), None));
     assert_eq!(seen[1].header("x-forwarded-proto"), Some("https"));
     assert_eq!(seen[1].header("x-request-id"), post.header("x-request-id"),);
 }

@@ -6,5 +6,6 @@ pub mod body_limit;
 pub mod concurrency;
 pub mod jwt;
 pub mod rate_limit;
+pub mod request_buffer;
 pub mod request_sanity;
 pub mod token_cache;

@@ -10,6 +10,7 @@ use crate::checks::allowlist::IpSet;
 use crate::checks::concurrency::{ClientIpInflight, UpstreamInflight, UserInflight};
 use crate::checks::jwt::{JwtSettings, JwtVerifier, KeySource};
 use crate::checks::rate_limit::{RateZone, ZoneSpec};
+use crate::checks::request_buffer::BufferMemory;
 use crate::gateway::{Gateway, ListenerSpec, ProcessSettings, Route, TlsSpec, ZoneKey};
 use crate::respond::{ErrorBodies, FixedHeaders, CODES};
 use crate::routes::{MatchKind, PathChange};
@@ -223,6 +224,20 @@ pub fn compile(
             errs.push(ConfigError::new(key, "must be more than 0"));
         }
     }
+    // Every body the limits let in must fit in the buffers on its own.
+    let (max_body, buffers) = (
+        cfg.limits.max_body_size.0,
+        cfg.limits.request_buffer_memory.0,
+    );
+    if cfg.limits.request_buffering && buffers < max_body {
+        errs.push(ConfigError::new(
+            "limits.request_buffer_memory",
+            format!(
+                "{buffers} bytes cannot hold one body of limits.max_body_size ({max_body} bytes) \
+                 while request_buffering is on"
+            ),
+        ));
+    }
     if cfg.concurrency.per_user == Some(0) {
         errs.push(ConfigError::new(
             "concurrency.per_user",
@@ -304,6 +319,12 @@ pub fn compile(
             |p| p.client_ip_inflight.clone(),
         ),
         max_body_size: cfg.limits.max_body_size.0,
+        request_buffering: cfg.limits.request_buffering,
+        request_buffer_memory: cfg.limits.request_buffer_memory.0,
+        buffer_memory: previous.map_or_else(
+            || Arc::new(BufferMemory::default()),
+            |p| p.buffer_memory.clone(),
+        ),
         max_header_size: usize::try_from(max_header_size).unwrap_or(usize::MAX),
         keepalive_timeout: cfg.limits.keepalive_timeout.0,
         header_timeout: cfg.limits.header_timeout.0,

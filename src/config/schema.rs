@@ -284,6 +284,11 @@ pub struct Limits {
     pub keepalive_timeout: Dur,
     pub send_timeout: Dur,
     pub max_connections_per_ip: Option<usize>,
+    /// nginx's `proxy_request_buffering`: read each body whole before the
+    /// upstream is contacted (`checks::request_buffer`).
+    pub request_buffering: bool,
+    /// Memory for the bodies being buffered, all requests together.
+    pub request_buffer_memory: Size,
 }
 
 impl Default for Limits {
@@ -298,6 +303,8 @@ impl Default for Limits {
             keepalive_timeout: Dur(Duration::from_secs(75)),
             send_timeout: Dur(Duration::from_secs(60)),
             max_connections_per_ip: None,
+            request_buffering: true,
+            request_buffer_memory: Size(256 << 20),
         }
     }
 }
