@@ -288,9 +288,15 @@ impl Proxy {
                 .map_err(|_| Refusal::unanswered("client_closed"))?;
         }
         if buffer {
-            ctx.buffered = Some(read_whole_body(s, ctx).await?);
+            let mut buffered = read_whole_body(s, ctx).await?;
             // Only now is the GPU's slot taken: a slow upload never holds it.
             hold_upstream_slot(ctx)?;
+            // The proxy reads the body again from the session, as it arrived.
+            let pieces = std::mem::take(&mut buffered.pieces);
+            s.downstream_session
+                .replay_request_body(pieces)
+                .map_err(|_| Refusal::from(Reject::Internal))?;
+            ctx.buffered = Some(buffered);
         }
         Ok(())
     }
@@ -378,7 +384,7 @@ async fn read_whole_body(
             match s.read_request_body().await {
                 Ok(Some(piece)) => {
                     ctx.body.add(piece.len(), u64::MAX);
-                    if let Err(stop) = collector.push(&piece) {
+                    if let Err(stop) = collector.push(piece) {
                         break Err(stop);
                     }
                 }
@@ -612,13 +618,11 @@ impl ProxyHttp for Proxy {
         &self,
         _s: &mut Session,
         body: &mut Option<Bytes>,
-        end: bool,
+        _end: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        // A body read whole goes up as one piece when Pingora ends the
-        // (already read) body; nothing else can come after it.
-        if let Some(buffered) = &ctx.buffered {
-            *body = end.then(|| buffered.body.clone());
+        // A body read whole was counted as it was read; its pieces pass.
+        if ctx.buffered.is_some() {
             return Ok(());
         }
         let len = body.as_ref().map_or(0, |b| b.len());
@@ -669,7 +673,7 @@ impl ProxyHttp for Proxy {
         if let Some(buffered) = &ctx.buffered {
             // nginx sends a buffered body with its length, however it came.
             req.remove_header(&http::header::TRANSFER_ENCODING);
-            req.insert_header(http::header::CONTENT_LENGTH, buffered.body.len())?;
+            req.insert_header(http::header::CONTENT_LENGTH, buffered.len)?;
         }
         let peer = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         let ip = ctx.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));

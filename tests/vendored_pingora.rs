@@ -130,3 +130,28 @@ Content-Length: 40100
     assert_eq!(session.read_body_bytes().await.unwrap(), None);
     assert_eq!(session.body_bytes_received(), 40_100);
 }
+
+// Patch 64: a body read whole and handed back is read again, piece by
+// piece and the same pieces, and is not done until the last is read.
+#[tokio::test]
+async fn a_body_handed_back_is_read_again_in_its_pieces() {
+    let (mut client, mut session) =
+        request_read(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 8\r\n\r\n").await;
+    client.write_all(b"abcdefgh").await.unwrap();
+    let mut read = Vec::new();
+    while let Some(piece) = session.read_body_bytes().await.unwrap() {
+        read.push(piece);
+    }
+    assert!(session.is_body_done());
+
+    session.replay_body(vec![read[0].slice(..3), read[0].slice(3..)]);
+
+    assert!(!session.is_body_done(), "pieces are still to be read");
+    let first = session.read_body_bytes().await.unwrap().expect("piece");
+    assert!(!session.is_body_done(), "one piece is still to be read");
+    let second = session.read_body_bytes().await.unwrap().expect("piece");
+    assert_eq!((&first[..], &second[..]), (&b"abc"[..], &b"defgh"[..]));
+    assert_eq!(first.as_ptr(), read[0].as_ptr(), "the piece was copied");
+    assert!(session.is_body_done());
+    assert_eq!(session.read_body_bytes().await.unwrap(), None);
+}

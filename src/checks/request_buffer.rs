@@ -10,7 +10,7 @@
 //! would spill it to a temporary file. `limits.max_connections_per_ip` and
 //! `concurrency.per_user`, checked before, bound one client's share.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pingora_error::ErrorType;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -73,10 +73,13 @@ impl Drop for Reservation {
     }
 }
 
-/// A body read whole, with the memory it is counted against.
+/// A body read whole, in the pieces it was read in (they are not copied
+/// into one buffer: a 1 MiB copy cost more CPU than the rest of an upload),
+/// with the memory it is counted against, held until the request ends.
 #[derive(Debug)]
 pub struct Buffered {
-    pub body: Bytes,
+    pub pieces: Vec<Bytes>,
+    pub len: u64,
     _memory: Reservation,
 }
 
@@ -102,7 +105,8 @@ const GROW_STEP: u64 = 64 << 10;
 /// Collects a body's pieces within both limits. `declared`: the request's
 /// `Content-Length`, already checked against `max_body` (`body_limit`).
 pub struct Collector {
-    buf: BytesMut,
+    pieces: Vec<Bytes>,
+    len: u64,
     memory: Reservation,
     max_body: u64,
     limit: u64,
@@ -118,7 +122,8 @@ impl Collector {
         let first = declared.unwrap_or(0).min(max_body);
         let reservation = memory.reserve(first, limit).ok_or(Stop::NoMemory)?;
         Ok(Collector {
-            buf: BytesMut::with_capacity(usize::try_from(first).unwrap_or(0)),
+            pieces: Vec::new(),
+            len: 0,
             memory: reservation,
             max_body,
             limit,
@@ -126,8 +131,8 @@ impl Collector {
     }
 
     /// Take one piece; the request is refused once the body passes a limit.
-    pub fn push(&mut self, piece: &[u8]) -> Result<(), Stop> {
-        let total = self.buf.len() as u64 + piece.len() as u64;
+    pub fn push(&mut self, piece: Bytes) -> Result<(), Stop> {
+        let total = self.len + piece.len() as u64;
         if total > self.max_body {
             return Err(Stop::TooLarge);
         }
@@ -135,13 +140,17 @@ impl Collector {
         if total > self.memory.bytes && !self.memory.grow_to(want, self.limit) {
             return Err(Stop::NoMemory);
         }
-        self.buf.extend_from_slice(piece);
+        self.len = total;
+        if !piece.is_empty() {
+            self.pieces.push(piece);
+        }
         Ok(())
     }
 
     pub fn finish(self) -> Buffered {
         Buffered {
-            body: self.buf.freeze(),
+            pieces: self.pieces,
+            len: self.len,
             _memory: self.memory,
         }
     }
@@ -197,12 +206,13 @@ mod tests {
             Some(Stop::NoMemory)
         );
         let mut c = Collector::start(&memory, 1000, Some(100), 500).expect("fits");
-        c.push(&[1; 60]).expect("first piece");
-        c.push(&[2; 40]).expect("second piece");
+        c.push(Bytes::from(vec![1; 60])).expect("first piece");
+        c.push(Bytes::from(vec![2; 40])).expect("second piece");
         assert_eq!(memory.in_use(), 1000, "no more than declared");
         let done = c.finish();
-        assert_eq!(done.body.len(), 100);
-        assert_eq!(&done.body[58..62], &[1, 1, 2, 2]);
+        assert_eq!(done.len, 100);
+        let whole: Vec<u8> = done.pieces.concat();
+        assert_eq!(&whole[58..62], &[1, 1, 2, 2]);
         drop(done);
         assert_eq!(memory.in_use(), 900);
     }
@@ -213,19 +223,19 @@ mod tests {
         let limit = 4 * GROW_STEP;
         let mut c = Collector::start(&memory, limit, None, 2 * GROW_STEP).expect("empty start");
         assert_eq!(memory.in_use(), 0);
-        c.push(b"x").expect("one byte");
+        c.push(Bytes::from_static(b"x")).expect("one byte");
         assert_eq!(memory.in_use(), GROW_STEP, "one step, not one byte");
-        let piece = vec![0u8; GROW_STEP as usize];
-        c.push(&piece).expect("second step");
-        c.push(&piece[1..])
+        let piece = Bytes::from(vec![0u8; GROW_STEP as usize]);
+        c.push(piece.clone()).expect("second step");
+        c.push(piece.slice(1..))
             .expect("exactly max_body with the first byte");
-        assert_eq!(c.push(b"y"), Err(Stop::TooLarge));
+        assert_eq!(c.push(Bytes::from_static(b"y")), Err(Stop::TooLarge));
 
         let _held = memory
             .reserve(GROW_STEP * 3 / 2, limit)
             .expect("with c's two steps, 3.5 of 4");
         let mut d = Collector::start(&memory, limit, None, limit).expect("empty start");
-        assert_eq!(d.push(&piece[..10]), Err(Stop::NoMemory));
+        assert_eq!(d.push(piece.slice(..10)), Err(Stop::NoMemory));
     }
 
     #[test]

@@ -609,11 +609,7 @@ where
         let buffer = session.as_ref().get_retry_buffer();
 
         // retry, send buffer if it exists or body empty
-        // colorgate patch 64: or the body was read whole before the upstream
-        // was contacted (request buffering): its end goes to the request
-        // body filter, which hands the body over. Nothing sent it before, and
-        // the upstream waited for a body that never came.
-        if buffer.is_some() || session.as_mut().is_body_empty() || downstream_state.is_done() {
+        if buffer.is_some() || session.as_mut().is_body_empty() {
             let send_permit = tx
                 .reserve()
                 .await

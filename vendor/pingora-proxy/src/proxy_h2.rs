@@ -527,13 +527,10 @@ where
         let mut downstream_state = DownstreamStateMachine::new(session.as_mut().is_body_done());
 
         // retry, send buffer if it exists
-        // colorgate patch 64: or the body was read whole before the upstream
-        // was contacted (see proxy_h1).
-        let buffer = session.as_mut().get_retry_buffer();
-        if buffer.is_some() || (downstream_state.is_done() && !session.as_mut().is_body_empty()) {
+        if let Some(buffer) = session.as_mut().get_retry_buffer() {
             self.send_body_to2(
                 session,
-                buffer,
+                Some(buffer),
                 downstream_state.is_done(),
                 client_body,
                 ctx,

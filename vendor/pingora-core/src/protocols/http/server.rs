@@ -25,7 +25,7 @@ use crate::protocols::{Digest, SocketAddr, Stream};
 use bytes::{Bytes, BytesMut};
 use http::HeaderValue;
 use http::{header::AsHeaderName, HeaderMap};
-use pingora_error::{Error, Result};
+use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::any::Any;
 use std::time::Duration;
@@ -742,6 +742,23 @@ impl Session {
             Self::Subrequest(s) => s.enable_retry_buffering(),
             Self::Custom(s) => s.enable_retry_buffering(),
         }
+    }
+
+    /// colorgate patch 64: hand back a request body the application read
+    /// whole before proxying, to be read again piece by piece (see the
+    /// HTTP/1 and HTTP/2 sessions' `replay_body`).
+    pub fn replay_request_body(&mut self, pieces: Vec<Bytes>) -> Result<()> {
+        match self {
+            Self::H1(s) => s.replay_body(pieces),
+            Self::H2(s) => s.replay_body(pieces),
+            Self::Subrequest(_) | Self::Custom(_) => {
+                return Error::e_explain(
+                    ErrorType::InternalError,
+                    "a request body cannot be handed back to this session",
+                )
+            }
+        }
+        Ok(())
     }
 
     pub fn get_retry_buffer(&self) -> Option<Bytes> {

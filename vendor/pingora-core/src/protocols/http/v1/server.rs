@@ -222,6 +222,9 @@ pub struct HttpSession {
     plain_framing: Option<Option<usize>>,
     /// An internal buffer that holds a copy of the request body up to a certain size
     retry_buffer: Option<FixedBuffer>,
+    /// colorgate patch 64: body pieces the application read before
+    /// proxying and handed back (`replay_body`), read again first.
+    replay: std::collections::VecDeque<Bytes>,
     /// Whether this session is an upgraded session. This flag is calculated when sending the
     /// response header to the client.
     upgraded: bool,
@@ -308,6 +311,7 @@ impl HttpSession {
             header_bytes_sent: 0,
             body_bytes_read: 0,
             retry_buffer: None,
+            replay: std::collections::VecDeque::new(),
             upgraded: false,
             digest,
             min_send_rate: None,
@@ -772,7 +776,22 @@ impl HttpSession {
     }
 
     /// Read the request body. `Ok(None)` when there is no (more) body to read.
+    /// colorgate patch 64: hand back the body the application read whole
+    /// (request buffering), so that it is read again, piece by piece, as
+    /// if it were arriving: by the proxy, which sends it upstream with its
+    /// usual back-pressure. Until they are read, the body is not done.
+    pub fn replay_body(&mut self, pieces: Vec<Bytes>) {
+        self.replay = pieces.into();
+    }
+
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
+        // colorgate patch 64: the pieces handed back come first.
+        if let Some(piece) = self.replay.pop_front() {
+            if let Some(buffer) = self.retry_buffer.as_mut() {
+                buffer.write_to_buffer(&piece);
+            }
+            return Ok(Some(piece));
+        }
         let read = self.read_body().await?;
         Ok(read.map(|b| {
             // colorgate patch 61: without a copy when it can be.
@@ -830,7 +849,8 @@ impl HttpSession {
     /// Whether there is no (more) body to be read.
     pub fn is_body_done(&mut self) -> bool {
         self.init_body_reader();
-        self.body_reader.body_done()
+        // colorgate patch 64: pieces handed back are still to be read.
+        self.replay.is_empty() && self.body_reader.body_done()
     }
 
     /// Whether the request has an empty body
@@ -2023,7 +2043,11 @@ fn escape_illegal_request_line(buf: &BytesMut) -> Option<BytesMut> {
         // refused, as nginx refuses it (400), not escaped: with a space in
         // it, where the target ends is a guess (`GET /a HTTP/1.1 /b`), and a
         // front proxy may guess otherwise.
-        if uri.as_bytes().iter().any(|b| *b == b' ' || b.is_ascii_control()) {
+        if uri
+            .as_bytes()
+            .iter()
+            .any(|b| *b == b' ' || b.is_ascii_control())
+        {
             return None;
         }
 
@@ -3263,7 +3287,8 @@ mod tests_stream {
         let output = escape_illegal_request_line(&input).unwrap();
         assert_eq!(
             &output,
-            &b"GET /a?q=%3C%22bc%22%3E HTTP/1.1\r\nHost: pingora.org\r\nContent-Length: 3\r\n\r\n"[..]
+            &b"GET /a?q=%3C%22bc%22%3E HTTP/1.1\r\nHost: pingora.org\r\nContent-Length: 3\r\n\r\n"
+                [..]
         );
 
         // colorgate patch 58: a space or a control byte is refused

@@ -283,6 +283,9 @@ pub struct HttpSession {
     body_sent: usize,
     // buffered request body for retry logic
     retry_buffer: Option<FixedBuffer>,
+    /// colorgate patch 64: body pieces the application read before
+    /// proxying and handed back (`replay_body`), read again first.
+    replay: std::collections::VecDeque<Bytes>,
     // digest to record underlying connection info
     digest: Arc<Digest>,
     /// The write timeout which will be applied to writing response body.
@@ -497,6 +500,7 @@ impl HttpSession {
             body_read: 0,
             body_sent: 0,
             retry_buffer: None,
+            replay: std::collections::VecDeque::new(),
             digest,
             write_timeout: None,
             total_drain_timeout: None,
@@ -533,7 +537,22 @@ impl HttpSession {
     }
 
     /// Read request body bytes. `None` when there is no more body to read.
+    /// colorgate patch 64: hand back the body the application read whole
+    /// (request buffering), so that it is read again, piece by piece, as
+    /// if it were arriving: by the proxy, which sends it upstream with its
+    /// usual back-pressure. Until they are read, the body is not done.
+    pub fn replay_body(&mut self, pieces: Vec<Bytes>) {
+        self.replay = pieces.into();
+    }
+
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
+        // colorgate patch 64: the pieces handed back come first.
+        if let Some(piece) = self.replay.pop_front() {
+            if let Some(buffer) = self.retry_buffer.as_mut() {
+                buffer.write_to_buffer(&piece);
+            }
+            return Ok(Some(piece));
+        }
         // colorgate patch 37: bounded by the read timeout, if one is set.
         let data = match self.read_timeout {
             Some(t) => match timeout(t, self.request_body_reader.data()).await {
@@ -907,7 +926,8 @@ impl HttpSession {
     pub fn is_body_done(&self) -> bool {
         // Check no body in request
         // Also check we hit end of stream
-        self.is_body_empty() || self.request_body_reader.is_end_stream()
+        // colorgate patch 64: and that no piece handed back is left.
+        self.replay.is_empty() && (self.is_body_empty() || self.request_body_reader.is_end_stream())
     }
 
     /// Whether there is any body to read. true means there no body in request.
