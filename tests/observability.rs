@@ -728,8 +728,11 @@ fn sigusr1_after_a_rename_moves_the_log_to_a_new_file_and_loses_nothing() {
         let stop = stop.clone();
         std::thread::spawn(move || {
             let mut ids = Vec::new();
+            // One kept-alive connection: a new one per request ran the
+            // machine out of ephemeral ports under a parallel test run.
+            let mut conn = common::Conn::open(port);
             while !stop.load(SeqCst) {
-                let r = common::http(port, "GET", "/hammer", &[], b"");
+                let r = conn.send("GET", "/hammer", &[], b"");
                 assert_eq!(r.status, 200);
                 ids.push(request_id(&r));
             }
