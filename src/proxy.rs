@@ -272,23 +272,27 @@ impl Proxy {
         ctx: &mut Ctx,
     ) -> std::result::Result<(), Refusal> {
         s.set_read_timeout(Some(ctx.gw.body_timeout));
-        let buffer = ctx.gw.request_buffering && !s.is_body_empty();
-        if !buffer {
+        let has_body = !s.is_body_empty();
+        // Memory for a declared body is found before the client sends it.
+        let collector = if ctx.gw.request_buffering && has_body {
+            Some(start_buffering(s, ctx)?)
+        } else {
             // Streamed: the upstream is busy from the first byte.
             hold_upstream_slot(ctx)?;
-        }
+            None
+        };
         // Admitted: a client waiting to send its body (HTTP/1.1
         // `Expect: 100-continue`) is told to go on, as nginx tells it;
         // refusals come instead. An upstream may never answer it
         // (Werkzeug does not: curl waited a second before each upload
         // over 1 MiB), and `Expect` is not passed on (`headers`).
-        if !s.is_body_empty() && is_expect_continue_req(s.req_header()) {
+        if has_body && is_expect_continue_req(s.req_header()) {
             s.write_continue_response()
                 .await
                 .map_err(|_| Refusal::unanswered("client_closed"))?;
         }
-        if buffer {
-            let mut buffered = read_whole_body(s, ctx).await?;
+        if let Some(collector) = collector {
+            let mut buffered = read_whole_body(s, ctx, collector).await?;
             // Only now is the GPU's slot taken: a slow upload never holds it.
             hold_upstream_slot(ctx)?;
             // The proxy reads the body again from the session, as it arrived.
@@ -365,43 +369,48 @@ fn hold_upstream_slot(ctx: &mut Ctx) -> std::result::Result<(), Refusal> {
     Ok(())
 }
 
+/// Memory for a body about to be read whole: its declared length, taken
+/// now, so a body that cannot fit is refused before it is sent.
+fn start_buffering(
+    s: &Session,
+    ctx: &Ctx,
+) -> std::result::Result<request_buffer::Collector, Refusal> {
+    let gw = &*ctx.gw;
+    let declared = content_length(s.req_header());
+    let limit = gw.request_buffer_memory;
+    request_buffer::Collector::start(&gw.buffer_memory, limit, declared, gw.max_body_size)
+        .map_err(buffering_refusal)
+}
+
 /// The request's body, read whole within `max_body_size`, the buffers'
 /// memory and `body_timeout` (set on the session) per read.
 async fn read_whole_body(
     s: &mut Session,
     ctx: &mut Ctx,
+    mut collector: request_buffer::Collector,
 ) -> std::result::Result<request_buffer::Buffered, Refusal> {
-    use request_buffer::Stop;
-    let gw = &*ctx.gw;
-    let declared = content_length(s.req_header());
-    let collected = match request_buffer::Collector::start(
-        &gw.buffer_memory,
-        gw.request_buffer_memory,
-        declared,
-        gw.max_body_size,
-    ) {
-        Ok(mut collector) => loop {
-            match s.read_request_body().await {
-                Ok(Some(piece)) => {
-                    ctx.body.add(piece.len(), u64::MAX);
-                    if let Err(stop) = collector.push(piece) {
-                        break Err(stop);
-                    }
-                }
-                Ok(None) => break Ok(collector.finish()),
-                Err(e) => break Err(request_buffer::stop_for(&e)),
+    loop {
+        match s.read_request_body().await {
+            Ok(Some(piece)) => {
+                ctx.body.add(piece.len(), u64::MAX);
+                collector.push(piece).map_err(buffering_refusal)?;
             }
-        },
-        Err(stop) => Err(stop),
-    };
-    collected.map_err(|stop| match stop {
+            Ok(None) => return Ok(collector.finish()),
+            Err(e) => return Err(buffering_refusal(request_buffer::stop_for(&e))),
+        }
+    }
+}
+
+fn buffering_refusal(stop: request_buffer::Stop) -> Refusal {
+    use request_buffer::Stop;
+    match stop {
         Stop::TooLarge => Refusal::new(Reject::PayloadTooLarge, "body_size"),
         Stop::NoMemory => Refusal::new(Reject::Unavailable { retry_after: 1 }, "request_buffer"),
         Stop::Malformed => Refusal::new(Reject::BadRequest, "malformed"),
         // nginx on client_body_timeout: closed unanswered, logged 408.
         Stop::TimedOut => Refusal::unanswered("body_timeout"),
         Stop::ClientGone => Refusal::unanswered("client_closed"),
-    })
+    }
 }
 
 fn content_length(req: &RequestHeader) -> Option<u64> {

@@ -113,6 +113,10 @@ fn uploads_share_the_buffer_memory_and_give_it_back() {
     );
 
     let too_much = gw.request("POST", "/second", &[], &[b'x'; 600]);
+    // A client that waits for the go-ahead is refused before it sends.
+    let mut waiting = gw.conn();
+    waiting.write(upload_head("/waits", 600).as_bytes());
+    let not_now = waiting.read_status_line();
     let fits = gw.request("POST", "/third", &[], &[b'y'; 500]);
     // The first upload's, declared (the others' go when their requests end).
     eventually(IO_TIMEOUT, || (buffer_bytes(&gw) == 1000).then_some(()));
@@ -124,12 +128,13 @@ fn uploads_share_the_buffer_memory_and_give_it_back() {
     assert_eq!(too_much.status, 503, "{}", too_much.body_str());
     assert_eq!(too_much.json()["error"], "unavailable");
     assert_eq!(too_much.header("retry-after"), Some("1"));
+    assert_eq!(not_now.as_deref(), Some("HTTP/1.1 503 Service Unavailable"));
     assert_eq!(fits.status, 200, "{}", fits.body_str());
     assert_eq!(first_done.status, 200, "{}", first_done.body_str());
     assert_eq!(after.status, 200, "{}", after.body_str());
     let uris: Vec<String> = upstream.requests().into_iter().map(|r| r.uri).collect();
     assert_eq!(uris, ["/third", "/first", "/fourth"]);
-    let log = gw.wait_access_log(4, IO_TIMEOUT);
+    let log = gw.wait_access_log(5, IO_TIMEOUT);
     let refused = log.iter().find(|l| l["uri"] == "/second");
     let refused = refused.unwrap_or_else(|| panic!("no log line for /second: {log:#?}"));
     assert_eq!(
