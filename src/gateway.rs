@@ -70,6 +70,8 @@ pub struct Route {
     /// Zones keyed by user: run after JWT.
     pub user_zones: Vec<Arc<RateZone>>,
     pub access_log: bool,
+    /// Read each body whole before the upstream is asked (`checks::request_buffer`).
+    pub request_buffering: bool,
     /// `colorgate_requests_total{route=path}`, resolved once per status.
     pub requests: crate::metrics::RequestCounters,
 }
@@ -92,8 +94,6 @@ pub struct Gateway {
     pub per_ip_cap: Option<usize>,
     pub client_ip_inflight: Arc<ClientIpInflight>,
     pub max_body_size: u64,
-    /// nginx's `proxy_request_buffering` (`checks::request_buffer`).
-    pub request_buffering: bool,
     /// The most memory `buffer_memory` may hold.
     pub request_buffer_memory: u64,
     /// Bodies being buffered, all requests together; kept across reloads.

@@ -274,7 +274,8 @@ impl Proxy {
         s.set_read_timeout(Some(ctx.gw.body_timeout));
         let has_body = !s.is_body_empty();
         // Memory for a declared body is found before the client sends it.
-        let collector = if ctx.gw.request_buffering && has_body {
+        let buffering = ctx.route().is_some_and(|r| r.request_buffering);
+        let collector = if buffering && has_body {
             Some(start_buffering(s, ctx)?)
         } else {
             // Streamed: the upstream is busy from the first byte.

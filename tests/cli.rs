@@ -370,6 +370,26 @@ fn check_refuses_buffer_memory_that_cannot_hold_one_allowed_body() {
     );
     let out = colorgate(&["check", "-c", &streamed]);
     assert!(out.status.success(), "{}", stderr(&out));
+
+    // Unless a route buffers its own.
+    let one_route = conf.variant(
+        "route.yaml",
+        &[
+            ("request_buffering: true", "request_buffering: false"),
+            ("request_buffer_memory: 256M", "request_buffer_memory: 10M"),
+            (
+                "rewrite: /colorize",
+                "rewrite: /colorize\n    request_buffering: true",
+            ),
+        ],
+    );
+    assert_check_fails_with(
+        &one_route,
+        &[format!(
+            "{one_route}: limits.request_buffer_memory: 10485760 bytes cannot hold one body of \
+             limits.max_body_size (52428800 bytes) while request_buffering is on"
+        )],
+    );
 }
 
 #[test]

@@ -77,23 +77,44 @@ fn a_chunked_upload_goes_upstream_with_its_length() {
 }
 
 #[test]
-fn streamed_uploads_keep_the_clients_framing() {
+fn each_route_can_stream_or_buffer_as_an_nginx_location_can() {
+    // `request_buffering` on a route overrides `limits`, as
+    // `proxy_request_buffering` in a location overrides the server's.
     let upstream = Upstream::start();
-    let gw = config(&upstream)
-        .section("limits", "request_buffering: false")
-        .start();
+    let routes = "- path: /stream\n  upstream: app\n  auth: none\n  request_buffering: false\n\
+                  - path: /buffer\n  upstream: app\n  auth: none\n  request_buffering: true\n\
+                  - path: /\n  upstream: app\n  auth: none";
+    for default in [true, false] {
+        let gw = config(&upstream)
+            .section("limits", &format!("request_buffering: {default}"))
+            .routes(routes)
+            .start();
+        for path in ["/stream", "/buffer", "/default"] {
+            let body = common::chunked(b"as it came", 3);
+            let chunked = [("Transfer-Encoding", "chunked")];
+            let resp = gw.request("POST", path, &chunked, &body);
+            assert_eq!(resp.status, 200, "{path}: {}", resp.body_str());
+        }
 
-    let resp = gw.request(
-        "POST",
-        "/chunked",
-        &[("Transfer-Encoding", "chunked")],
-        &common::chunked(b"as it came", 3),
-    );
-
-    assert_eq!(resp.status, 200, "{}", resp.body_str());
-    let r = upstream.wait_for_requests(1, IO_TIMEOUT);
-    assert_eq!(r[0].header("transfer-encoding"), Some("chunked"));
-    assert_eq!(r[0].body, b"as it came");
+        let framing: Vec<(Option<String>, Option<String>)> = upstream
+            .wait_for_requests(3, IO_TIMEOUT)
+            .iter()
+            .map(|r| {
+                assert_eq!(r.body, b"as it came");
+                let te = r.header("transfer-encoding").map(str::to_string);
+                (te, r.header("content-length").map(str::to_string))
+            })
+            .collect();
+        let streamed = (Some("chunked".to_string()), None);
+        let buffered = (None, Some("10".to_string()));
+        let by_default = if default { &buffered } else { &streamed };
+        assert_eq!(
+            framing,
+            [streamed.clone(), buffered.clone(), by_default.clone()],
+            "limits.request_buffering: {default}"
+        );
+        upstream.clear();
+    }
 }
 
 #[test]

@@ -149,6 +149,7 @@ pub fn compile(
                 ip_zones,
                 user_zones,
                 access_log: r.access_log,
+                request_buffering: r.request_buffering.unwrap_or(cfg.limits.request_buffering),
                 requests: crate::metrics::RequestCounters::new(&r.path),
             });
         }
@@ -229,7 +230,9 @@ pub fn compile(
         cfg.limits.max_body_size.0,
         cfg.limits.request_buffer_memory.0,
     );
-    if cfg.limits.request_buffering && buffers < max_body {
+    let buffering = cfg.limits.request_buffering
+        || cfg.routes.iter().any(|r| r.request_buffering == Some(true));
+    if buffering && buffers < max_body {
         errs.push(ConfigError::new(
             "limits.request_buffer_memory",
             format!(
@@ -319,7 +322,6 @@ pub fn compile(
             |p| p.client_ip_inflight.clone(),
         ),
         max_body_size: cfg.limits.max_body_size.0,
-        request_buffering: cfg.limits.request_buffering,
         request_buffer_memory: cfg.limits.request_buffer_memory.0,
         buffer_memory: previous.map_or_else(
             || Arc::new(BufferMemory::default()),

@@ -384,6 +384,10 @@ pub struct Route {
     pub rate_limits: Vec<String>,
     #[serde(default = "yes")]
     pub access_log: bool,
+    /// nginx's `proxy_request_buffering` for this route; omitted:
+    /// `limits.request_buffering`.
+    #[serde(default)]
+    pub request_buffering: Option<bool>,
 }
 
 fn default_match() -> Match {
