@@ -413,29 +413,36 @@ fn large_uploads_arrive_byte_exact_and_the_connection_stays_usable() {
     // Request bodies of known length are read in pieces of up to 1 MiB
     // (vendor/README.md, patch 4): several pieces, then the next requests on
     // the same keep-alive connection, chunked and small, must not be affected.
+    // Read whole first (the default) or streamed.
     let upstream = Upstream::start();
-    let gw = config(&upstream)
-        .section("limits", "max_body_size: 10M")
-        .start();
     let image = common::upload_body(2 * 1024 * 1024 + 12_345);
-    let mut conn = gw.conn();
+    for buffering in [true, false] {
+        let gw = config(&upstream)
+            .section(
+                "limits",
+                &format!("max_body_size: 10M\nrequest_buffering: {buffering}"),
+            )
+            .start();
+        let mut conn = gw.conn();
 
-    let resp = conn.send("POST", "/upload", &[], &image);
-    assert_eq!(resp.status, 200, "{}", resp.body_str());
-    let chunked_body = common::chunked(b"chunked after a large body", 7);
-    let resp = conn.send(
-        "POST",
-        "/chunked",
-        &[("Transfer-Encoding", "chunked")],
-        &chunked_body,
-    );
-    assert_eq!(resp.status, 200, "{}", resp.body_str());
-    assert_eq!(conn.send("POST", "/small", &[], b"abc").status, 200);
+        let resp = conn.send("POST", "/upload", &[], &image);
+        assert_eq!(resp.status, 200, "{}", resp.body_str());
+        let chunked_body = common::chunked(b"chunked after a large body", 7);
+        let resp = conn.send(
+            "POST",
+            "/chunked",
+            &[("Transfer-Encoding", "chunked")],
+            &chunked_body,
+        );
+        assert_eq!(resp.status, 200, "{}", resp.body_str());
+        assert_eq!(conn.send("POST", "/small", &[], b"abc").status, 200);
 
-    let reqs = upstream.wait_for_requests(3, IO_TIMEOUT);
-    assert!(reqs[0].body == image, "the upload was changed on the way");
-    assert_eq!(reqs[1].body, b"chunked after a large body");
-    assert_eq!(reqs[2].body, b"abc");
+        let reqs = upstream.wait_for_requests(3, IO_TIMEOUT);
+        assert!(reqs[0].body == image, "the upload was changed on the way");
+        assert_eq!(reqs[1].body, b"chunked after a large body");
+        assert_eq!(reqs[2].body, b"abc");
+        upstream.clear();
+    }
 }
 
 #[test]
@@ -444,31 +451,41 @@ fn an_upstream_that_refuses_an_upload_before_reading_it_is_answered_at_once() {
     // before reading it, then hangs up with the body unread or drains it.
     // The client gets the application's own answer, and the next request
     // is served: the gateway neither waits for the rest of the body nor
-    // reuses a connection it left half-written.
+    // reuses a connection it left half-written. Read whole first (the
+    // default) or streamed.
     let upstream = Upstream::start();
-    let gw = config(&upstream)
-        .section("limits", "max_body_size: 10M")
-        .start();
     let image = common::upload_body(4 * 1024 * 1024);
-    for path in ["/answers-early", "/answers-early-drain"] {
-        let resp = gw.request("POST", path, &[], &image);
-        assert_eq!(resp.status, 413, "{path}: {}", resp.body_str());
-        assert_eq!(resp.body_str(), r#"{"early":"yes"}"#, "{path}");
-        let resp = gw.request("GET", "/after", &[], b"");
-        assert_eq!(resp.status, 200, "{path}, then: {}", resp.body_str());
+    for buffering in [true, false] {
+        let gw = config(&upstream)
+            .section(
+                "limits",
+                &format!("max_body_size: 10M\nrequest_buffering: {buffering}"),
+            )
+            .start();
+        for path in ["/answers-early", "/answers-early-drain"] {
+            let resp = gw.request("POST", path, &[], &image);
+            assert_eq!(resp.status, 413, "{path}: {}", resp.body_str());
+            assert_eq!(resp.body_str(), r#"{"early":"yes"}"#, "{path}");
+            let resp = gw.request("GET", "/after", &[], b"");
+            assert_eq!(resp.status, 200, "{path}, then: {}", resp.body_str());
+        }
+        let uris: Vec<String> = upstream.requests().into_iter().map(|r| r.uri).collect();
+        assert_eq!(
+            uris,
+            ["/answers-early", "/after", "/answers-early-drain", "/after"],
+            "request_buffering: {buffering}"
+        );
+        upstream.clear();
     }
-    let uris: Vec<String> = upstream.requests().into_iter().map(|r| r.uri).collect();
-    assert_eq!(
-        uris,
-        ["/answers-early", "/after", "/answers-early-drain", "/after"]
-    );
 }
 
 #[test]
-fn a_chunked_body_passing_max_body_size_is_a_json_413_and_the_upstream_never_gets_more() {
+fn a_streamed_chunked_body_passing_max_body_size_is_a_json_413_and_the_upstream_never_gets_more() {
+    // Streamed, the chunk that passes the limit is not forwarded; read
+    // whole first (tests/request_buffering.rs), none of it is.
     let upstream = Upstream::start();
     let gw = config(&upstream)
-        .section("limits", "max_body_size: 1k")
+        .section("limits", "max_body_size: 1k\nrequest_buffering: false")
         .start();
 
     let resp = gw.request(

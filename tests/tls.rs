@@ -1455,27 +1455,31 @@ fn an_upstream_that_refuses_an_http2_upload_before_reading_it_is_answered_at_onc
     // reading a 4 MiB upload, then hangs up or drains it. The answer must
     // reach the client well before body_timeout (the exchange is bounded
     // by the client's own timeout), and the connection serves the next
-    // stream.
+    // stream. Read whole first (the default) or streamed.
     let ca = Ca::new("h2-upstream-early");
     let leaf = ca.leaf("h2-upstream-early");
     let upstream = Upstream::start();
-    let gw = tls_config(&upstream, &leaf)
-        .section("limits", "max_body_size: 10M\nbody_timeout: 60s")
-        .start();
     let image = common::upload_body(4 * 1024 * 1024);
-    for path in ["/answers-early", "/answers-early-drain"] {
-        let s = h2(
-            gw.port(),
-            &ca.der(),
-            vec![
-                h2req("POST", path).body(image.clone()),
-                h2req("GET", "/after"),
-            ],
-        )
-        .unwrap_or_else(|e| panic!("{path}: {e}"));
-        assert_eq!(s.responses[0].status, 413, "{path}");
-        assert_eq!(s.responses[0].body, br#"{"early":"yes"}"#, "{path}");
-        assert_eq!(s.responses[1].status, 200, "{path}, then");
+    for buffering in [true, false] {
+        let limits =
+            format!("max_body_size: 10M\nbody_timeout: 60s\nrequest_buffering: {buffering}");
+        let gw = tls_config(&upstream, &leaf)
+            .section("limits", &limits)
+            .start();
+        for path in ["/answers-early", "/answers-early-drain"] {
+            let s = h2(
+                gw.port(),
+                &ca.der(),
+                vec![
+                    h2req("POST", path).body(image.clone()),
+                    h2req("GET", "/after"),
+                ],
+            )
+            .unwrap_or_else(|e| panic!("{path}, buffering {buffering}: {e}"));
+            assert_eq!(s.responses[0].status, 413, "{path}, buffering {buffering}");
+            assert_eq!(s.responses[0].body, br#"{"early":"yes"}"#, "{path}");
+            assert_eq!(s.responses[1].status, 200, "{path}, then");
+        }
     }
 }
 
@@ -1487,38 +1491,42 @@ fn an_http2_upload_that_stalls_is_cut_off_at_the_body_timeout() {
     let ca = Ca::new("h2-stall");
     let leaf = ca.leaf("h2-stall");
     let upstream = Upstream::start();
-    let gw = tls_config(&upstream, &leaf)
-        .section("limits", "body_timeout: 1s")
-        // The upstream waits for the body longer than the test does.
-        .section(
-            "upstreams",
-            "app:\n  servers: [\"{upstream}\"]\n  connect_timeout: 2s\n  read_timeout: 60s",
-        )
-        .start();
-    let cfg = client(&[ca.der()], TLS12_13, &[b"h2"]);
-    let port = gw.port();
-    let outcome = client_runtime().block_on(async move {
-        let (mut send, driver) = h2_client(port, cfg).await;
-        let req = http::Request::builder()
-            .method("POST")
-            .uri(format!("https://127.0.0.1:{port}/stalled"))
-            .header("content-length", "1000")
-            .body(())
-            .unwrap();
-        let (resp, mut stream) = send.send_request(req, false).expect("send_request");
-        stream
-            .send_data(Bytes::from_static(b"the first 30 bytes, then none"), false)
-            .expect("first piece");
-        // Whatever comes (a reset, an error answer) must come well before 8 s.
-        let outcome = tokio::time::timeout(Duration::from_secs(8), resp).await;
-        driver.abort();
-        drop(stream);
-        outcome.map(|r| r.map(|r| r.status().as_u16()).map_err(|e| e.to_string()))
-    });
-    assert!(
-        outcome.is_ok(),
-        "a stalled HTTP/2 upload outlived a 1 s body timeout by 7 s"
-    );
+    // Read whole first (the default) or streamed.
+    for buffering in [true, false] {
+        let limits = format!("body_timeout: 1s\nrequest_buffering: {buffering}");
+        let gw = tls_config(&upstream, &leaf)
+            .section("limits", &limits)
+            // The upstream waits for the body longer than the test does.
+            .section(
+                "upstreams",
+                "app:\n  servers: [\"{upstream}\"]\n  connect_timeout: 2s\n  read_timeout: 60s",
+            )
+            .start();
+        let cfg = client(&[ca.der()], TLS12_13, &[b"h2"]);
+        let port = gw.port();
+        let outcome = client_runtime().block_on(async move {
+            let (mut send, driver) = h2_client(port, cfg).await;
+            let req = http::Request::builder()
+                .method("POST")
+                .uri(format!("https://127.0.0.1:{port}/stalled"))
+                .header("content-length", "1000")
+                .body(())
+                .unwrap();
+            let (resp, mut stream) = send.send_request(req, false).expect("send_request");
+            stream
+                .send_data(Bytes::from_static(b"the first 30 bytes, then none"), false)
+                .expect("first piece");
+            // Whatever comes (a reset, an error answer) must come well before 8 s.
+            let outcome = tokio::time::timeout(Duration::from_secs(8), resp).await;
+            driver.abort();
+            drop(stream);
+            outcome.map(|r| r.map(|r| r.status().as_u16()).map_err(|e| e.to_string()))
+        });
+        assert!(
+            outcome.is_ok(),
+            "a stalled HTTP/2 upload outlived a 1 s body timeout by 7 s (buffering {buffering})"
+        );
+    }
 }
 
 #[test]
