@@ -242,3 +242,30 @@ fn an_upload_that_stops_arriving_is_dropped_unanswered_and_logged_408() {
     assert_eq!(log[0]["deny"], "body_timeout");
     assert!(upstream.requests().is_empty(), "{:#?}", upstream.requests());
 }
+
+#[test]
+fn an_upload_whose_client_leaves_half_way_never_reaches_the_upstream() {
+    // The gateway reads on to the end of the body before the upstream is
+    // asked; a client that hangs up half-way leaves nothing behind it but
+    // a log line, and the memory it held is returned.
+    let upstream = Upstream::start();
+    let gw = config(&upstream).start();
+    let mut leaving = gw.conn();
+    leaving.write(upload_head("/half", 1000).as_bytes());
+    assert_eq!(
+        leaving.read_status_line().as_deref(),
+        Some("HTTP/1.1 100 Continue")
+    );
+    leaving.write(&[b'h'; 500]);
+    drop(leaving);
+
+    let log = gw.wait_access_log(1, IO_TIMEOUT);
+    let after = gw.get("/after");
+
+    assert_eq!(log[0]["uri"], "/half");
+    assert_eq!(log[0]["deny"], "client_closed", "{:#?}", log[0]);
+    assert_eq!(after.status, 200, "{}", after.body_str());
+    let uris: Vec<String> = upstream.requests().into_iter().map(|r| r.uri).collect();
+    assert_eq!(uris, ["/after"]);
+    eventually(IO_TIMEOUT, || (buffer_bytes(&gw) == 0).then_some(()));
+}
