@@ -449,10 +449,7 @@ async fn apply_rate_limit(
             // As nginx: a client that hangs up during its delay is not proxied.
             tokio::select! {
                 () = sleep => Ok(()),
-                _ = s.read_body_or_idle(true) => Err(Refusal {
-                    reject: None,
-                    deny: Some("client_closed".into()),
-                }),
+                _ = s.read_body_or_idle(true) => Err(Refusal::unanswered("client_closed")),
             }
         }
         rate_limit::Decision::Reject {

@@ -408,6 +408,16 @@ fn body_of_exactly_max_body_size_is_forwarded_whole() {
     assert_eq!(only_request(&upstream).body, vec![b'a'; 1024]);
 }
 
+/// A gateway taking uploads up to 10M, read whole first or streamed.
+fn upload_gateway(upstream: &Upstream, buffering: bool) -> common::Gateway {
+    config(upstream)
+        .section(
+            "limits",
+            &format!("max_body_size: 10M\nrequest_buffering: {buffering}"),
+        )
+        .start()
+}
+
 #[test]
 fn large_uploads_arrive_byte_exact_and_the_connection_stays_usable() {
     // Request bodies of known length are read in pieces of up to 1 MiB
@@ -417,12 +427,7 @@ fn large_uploads_arrive_byte_exact_and_the_connection_stays_usable() {
     let upstream = Upstream::start();
     let image = common::upload_body(2 * 1024 * 1024 + 12_345);
     for buffering in [true, false] {
-        let gw = config(&upstream)
-            .section(
-                "limits",
-                &format!("max_body_size: 10M\nrequest_buffering: {buffering}"),
-            )
-            .start();
+        let gw = upload_gateway(&upstream, buffering);
         let mut conn = gw.conn();
 
         let resp = conn.send("POST", "/upload", &[], &image);
@@ -456,12 +461,7 @@ fn an_upstream_that_refuses_an_upload_before_reading_it_is_answered_at_once() {
     let upstream = Upstream::start();
     let image = common::upload_body(4 * 1024 * 1024);
     for buffering in [true, false] {
-        let gw = config(&upstream)
-            .section(
-                "limits",
-                &format!("max_body_size: 10M\nrequest_buffering: {buffering}"),
-            )
-            .start();
+        let gw = upload_gateway(&upstream, buffering);
         for path in ["/answers-early", "/answers-early-drain"] {
             let resp = gw.request("POST", path, &[], &image);
             assert_eq!(resp.status, 413, "{path}: {}", resp.body_str());
