@@ -206,6 +206,9 @@ impl Deref for RequestHeader {
 }
 
 impl RequestHeader {
+    // colorgate patch 65: inlined into `build_boxed`, so that the header is
+    // built in its box.
+    #[inline(always)]
     fn new_no_case(size_hint: Option<usize>) -> Self {
         // colorgate patch 18: the default parts without the builder.
         let mut base = http::Request::new(()).into_parts().0;
@@ -243,11 +246,29 @@ impl RequestHeader {
         size_hint: Option<usize>,
     ) -> Result<Self> {
         let mut req = Self::new_no_case(size_hint);
-        req.base.method = method
+        req.set_method_and_path(method, path)?;
+        Ok(req)
+    }
+
+    /// colorgate patch 65: [`Self::build`] in a box, built in place. Built
+    /// on the stack, the header (384 bytes) was copied at each `Result` it
+    /// passed through and again into the box a session keeps it in.
+    pub fn build_boxed(
+        method: impl TryInto<Method>,
+        path: &[u8],
+        size_hint: Option<usize>,
+    ) -> Result<Box<Self>> {
+        let mut req = Box::write(Box::new_uninit(), Self::new_no_case(size_hint));
+        req.header_name_map = CaseNames::Default;
+        req.set_method_and_path(method, path)?;
+        Ok(req)
+    }
+
+    fn set_method_and_path(&mut self, method: impl TryInto<Method>, path: &[u8]) -> Result<()> {
+        self.base.method = method
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid method")?;
-        req.set_raw_path(path)?;
-        Ok(req)
+        self.set_raw_path(path)
     }
 
     /// Append the header name and value to `self`.

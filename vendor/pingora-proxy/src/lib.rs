@@ -555,7 +555,7 @@ where
 
     async fn finish(
         &self,
-        mut session: Session,
+        mut session: Box<Session>,
         ctx: &mut SV::CTX,
         reuse: bool,
         error: Option<Box<Error>>,
@@ -645,6 +645,26 @@ pub struct Session {
 }
 
 impl Session {
+    /// colorgate patch 65: [`Self::new`] built in place in its box, as
+    /// `process_request` takes it.
+    fn new_boxed(
+        downstream_session: Box<HttpSession>,
+        downstream_modules: &HttpModules,
+        #[cfg(feature = "upstream_modules")] upstream_modules: &HttpModules,
+        shutdown_flag: Arc<AtomicBool>,
+    ) -> Box<Self> {
+        Box::write(
+            Box::new_uninit(),
+            Self::new(
+                downstream_session,
+                downstream_modules,
+                #[cfg(feature = "upstream_modules")]
+                upstream_modules,
+                shutdown_flag,
+            ),
+        )
+    }
+
     fn new(
         downstream_session: impl Into<Box<HttpSession>>,
         downstream_modules: &HttpModules,
@@ -1180,9 +1200,12 @@ impl<SV, C> HttpProxy<SV, C>
 where
     C: custom::Connector,
 {
+    // colorgate patch 65: the session boxed, so that this call, `finish` and
+    // `handle_error` move a pointer, not the session (368 bytes), into their
+    // futures.
     async fn process_request(
         self: &Arc<Self>,
-        mut session: Session,
+        mut session: Box<Session>,
         mut ctx: <SV as ProxyHttp>::CTX,
     ) -> Option<ReusedHttpStream>
     where
@@ -1403,7 +1426,7 @@ where
 
     async fn handle_error(
         &self,
-        mut session: Session,
+        mut session: Box<Session>,
         ctx: &mut <SV as ProxyHttp>::CTX,
         e: Box<Error>,
         context: &str,
@@ -1477,7 +1500,7 @@ where
         debug!("starting subrequest");
 
         let mut session = match self.handle_new_request(session).await {
-            Some(downstream_session) => Session::new(
+            Some(downstream_session) => Session::new_boxed(
                 downstream_session,
                 &self.downstream_modules,
                 #[cfg(feature = "upstream_modules")]
@@ -1606,7 +1629,7 @@ where
 
         // TODO: keepalive pool, use stack
         let mut session = match self.handle_new_request(session).await {
-            Some(downstream_session) => Session::new(
+            Some(downstream_session) => Session::new_boxed(
                 downstream_session,
                 &self.downstream_modules,
                 #[cfg(feature = "upstream_modules")]

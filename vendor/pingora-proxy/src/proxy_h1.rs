@@ -122,7 +122,8 @@ where
 
         debug!("Sending header to upstream {:?}", req);
 
-        match client_session.write_request_header(Box::new(req)).await {
+        // colorgate patch 65: `req` is the box it was read into.
+        match client_session.write_request_header(req).await {
             Ok(_) => { /* Continue */ }
             Err(e) => {
                 return (false, false, Some(e.into_up()));

@@ -59,26 +59,29 @@ impl ReusableHttpStream {
 
 /// HTTP server session object for both HTTP/1.x and HTTP/2
 pub enum Session {
-    H1(SessionV1),
-    H2(SessionV2),
-    Subrequest(SessionSubrequest),
+    // colorgate patch 65: each kind boxed, so that this enum is two words and
+    // not the largest session (768 bytes), copied each time a request's
+    // future takes it by value.
+    H1(Box<SessionV1>),
+    H2(Box<SessionV2>),
+    Subrequest(Box<SessionSubrequest>),
     Custom(Box<dyn SessionCustom>),
 }
 
 impl Session {
     /// Create a new [`Session`] from an established connection for HTTP/1.x
     pub fn new_http1(stream: Stream) -> Self {
-        Self::H1(SessionV1::new(stream))
+        Self::H1(SessionV1::new_boxed(stream))
     }
 
     /// Create a new [`Session`] from an established HTTP/2 stream
     pub fn new_http2(session: SessionV2) -> Self {
-        Self::H2(session)
+        Self::H2(Box::new(session))
     }
 
     /// Create a new [`Session`] from a subrequest session
     pub fn new_subrequest(session: SessionSubrequest) -> Self {
-        Self::Subrequest(session)
+        Self::Subrequest(Box::new(session))
     }
 
     /// Create a new [`Session`] from a custom session
@@ -160,12 +163,12 @@ impl Session {
     /// colorgate patch 28: take the request header as read, leaving a copy in
     /// its place (HTTP/1 keeps what reading it found about its framing, see
     /// [`v1::server::HttpSession::take_req_header_keep_copy`]).
-    pub fn take_req_header_keep_copy(&mut self) -> RequestHeader {
+    pub fn take_req_header_keep_copy(&mut self) -> Box<RequestHeader> {
         match self {
             Self::H1(s) => s.take_req_header_keep_copy(),
             _ => {
                 let copy = self.req_header().clone();
-                std::mem::replace(self.req_header_mut(), copy)
+                Box::new(std::mem::replace(self.req_header_mut(), copy))
             }
         }
     }
@@ -289,7 +292,7 @@ impl Session {
             Self::H1(mut s) => {
                 // need to flush body due to buffering
                 s.finish_body().await?;
-                s.reuse().await
+                s.reuse_boxed().await
             }
             Self::H2(mut s) => {
                 s.finish()?;

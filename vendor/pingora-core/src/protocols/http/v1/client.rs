@@ -144,6 +144,9 @@ fn keepalive_values(keep_alive_header: Option<&HeaderValue>) -> (Option<u64>, Op
 /// HTTP 1.x client session
 impl HttpSession {
     /// Create a new http client session from an established (TCP or TLS) [`Stream`].
+    // colorgate patch 65: inlined into `new_with_options_boxed`, so that the
+    // session is built in its box.
+    #[inline(always)]
     pub fn new(stream: Stream) -> Self {
         // TODO: maybe we should put digest in the connection itself
         let digest = Box::new(Digest {
@@ -178,14 +181,29 @@ impl HttpSession {
     }
 
     /// Create a new http client session and apply peer options
+    /// colorgate patch 65: [`Self::new_with_options`] built in place in its
+    /// box, which [`super::super::client::HttpSession`] holds.
+    pub fn new_with_options_boxed<P: crate::upstreams::peer::Peer>(
+        stream: Stream,
+        peer: &P,
+    ) -> Box<Self> {
+        let mut session = Box::write(Box::new_uninit(), Self::new(stream));
+        session.apply_peer_options(peer);
+        session
+    }
+
     pub fn new_with_options<P: crate::upstreams::peer::Peer>(stream: Stream, peer: &P) -> Self {
         let mut session = Self::new(stream);
+        session.apply_peer_options(peer);
+        session
+    }
+
+    fn apply_peer_options<P: crate::upstreams::peer::Peer>(&mut self, peer: &P) {
         if let Some(options) = peer.get_peer_options() {
-            session.set_allow_h1_response_invalid_content_length(
+            self.set_allow_h1_response_invalid_content_length(
                 options.allow_h1_response_invalid_content_length,
             );
         }
-        session
     }
 
     /// Write the request header to the server
@@ -747,6 +765,17 @@ impl HttpSession {
     /// If the connection cannot be reused, the underlying stream will be closed and `None` will be
     /// returned.
     pub async fn reuse(mut self) -> Option<Stream> {
+        self.prepare_reuse().await.then_some(self.underlying_stream)
+    }
+
+    /// colorgate patch 65: [`Self::reuse`] of a boxed session, the stream
+    /// taken out of the box instead of the session moved out to call `reuse`.
+    pub async fn reuse_boxed(mut self: Box<Self>) -> Option<Stream> {
+        self.prepare_reuse().await.then_some(self.underlying_stream)
+    }
+
+    /// Whether the stream can serve another request; shut down if not.
+    async fn prepare_reuse(&mut self) -> bool {
         if !self.body_reader.body_complete() || self.body_reader.has_bytes_overread() {
             self.set_keepalive(None);
         }
@@ -757,9 +786,9 @@ impl HttpSession {
             KeepaliveStatus::Off => {
                 debug!("HTTP shutdown connection");
                 self.shutdown().await;
-                None
+                false
             }
-            _ => Some(self.underlying_stream),
+            _ => true,
         }
     }
 

@@ -278,6 +278,13 @@ impl HttpSession {
     /// Create a new http server session from an established (TCP or TLS) [`Stream`].
     /// The created session needs to call [`Self::read_request()`] first before performing
     /// any other operations.
+    /// colorgate patch 65: [`Self::new`] built in place in its box, which
+    /// [`super::server::Session`] holds; built on the stack, the session
+    /// (768 bytes) was copied into the box.
+    pub fn new_boxed(underlying_stream: Stream) -> Box<Self> {
+        Box::write(Box::new_uninit(), Self::new(underlying_stream))
+    }
+
     pub fn new(underlying_stream: Stream) -> Self {
         // TODO: maybe we should put digest in the connection itself
         let digest = Box::new(Digest {
@@ -506,13 +513,13 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
-                        let mut request_header = Box::new(RequestHeader::build(
+                        let mut request_header = RequestHeader::build_boxed(
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
                             // colorgate patch: room for what a proxy adds (see common.rs).
                             Some(req.headers.len() + super::common::HEADER_HEADROOM),
-                        )?);
+                        )?;
 
                         request_header.set_version(match req.version {
                             Some(1) => Version::HTTP_11,
@@ -716,12 +723,16 @@ impl HttpSession {
     /// in its place. Unlike replacing it through [`Self::req_header_mut`],
     /// the session keeps what reading it found about its framing, since the
     /// copy says the same.
-    pub fn take_req_header_keep_copy(&mut self) -> RequestHeader {
-        let copy = self.req_header().clone();
-        let plain_framing = self.plain_framing;
-        let taken = std::mem::replace(self.req_header_mut(), copy);
-        self.plain_framing = plain_framing;
-        taken
+    ///
+    /// colorgate patch 65: the box it is kept in is taken, a boxed copy left
+    /// in its place: no copy of the header by value on the way upstream.
+    pub fn take_req_header_keep_copy(&mut self) -> Box<RequestHeader> {
+        let copy = Box::write(Box::new_uninit(), self.req_header().clone());
+        let header = self
+            .request_header
+            .as_mut()
+            .expect("Request header is not read yet");
+        std::mem::replace(header, copy)
     }
 
     /// Get the header value for the given header name
@@ -1720,6 +1731,21 @@ impl HttpSession {
     /// returned. If there was an error while draining any remaining request body that error will
     /// be returned.
     pub async fn reuse(mut self) -> Result<Option<ReusableHttpStream>> {
+        let reusable = self.prepare_reuse().await?;
+        Ok(reusable.map(|prefix| ReusableHttpStream::new(self.underlying_stream, prefix)))
+    }
+
+    /// colorgate patch 65: [`Self::reuse`] of a boxed session, the stream
+    /// taken out of the box; moving the session out to call `reuse` copied
+    /// it (768 bytes) into the call's future.
+    pub async fn reuse_boxed(mut self: Box<Self>) -> Result<Option<ReusableHttpStream>> {
+        let reusable = self.prepare_reuse().await?;
+        Ok(reusable.map(|prefix| ReusableHttpStream::new(self.underlying_stream, prefix)))
+    }
+
+    /// Whether the stream can serve another request (`Some`, with any
+    /// pipelined prefix), the request body drained; shut down if not.
+    async fn prepare_reuse(&mut self) -> Result<Option<Option<BytesMut>>> {
         if !self.will_keepalive() {
             debug!("HTTP shutdown connection");
             self.shutdown().await;
@@ -1735,10 +1761,7 @@ impl HttpSession {
                     .then(|| self.take_body_overread())
                     .flatten()
                     .filter(|prefix| !prefix.is_empty());
-                Ok(Some(ReusableHttpStream::new(
-                    self.underlying_stream,
-                    pipelined_prefix,
-                )))
+                Ok(Some(pipelined_prefix))
             }
         }
     }
