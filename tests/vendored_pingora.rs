@@ -167,3 +167,31 @@ fn the_sessions_a_request_moves_are_a_few_words() {
     assert!(size_of::<ServerSession>() <= 3 * size_of::<usize>());
     assert!(size_of::<HttpSession>() <= 2 * size_of::<usize>());
 }
+
+/// Patch 66: the session notes an `Upgrade` line as it parses the request,
+/// and answers `is_upgrade_req` from that note until the header is lent out
+/// to be changed; then it looks again.
+#[tokio::test]
+async fn an_upgrade_request_is_known_as_read_and_after_a_filter_changes_it() {
+    let upgrade =
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
+    let (_client, session) = request_read(upgrade).await;
+    assert!(session.is_upgrade_req());
+
+    // HTTP/1.0 has no upgrade, whatever its fields say.
+    let old = b"GET /ws HTTP/1.0\r\nHost: a\r\nUpgrade: websocket\r\n\r\n";
+    let (_client, session) = request_read(old).await;
+    assert!(!session.is_upgrade_req());
+
+    let (_client, mut session) = request_read(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(!session.is_upgrade_req());
+    session
+        .req_header_mut()
+        .insert_header("Upgrade", "websocket")
+        .unwrap();
+    assert!(session.is_upgrade_req());
+
+    let (_client, mut session) = request_read(upgrade).await;
+    session.req_header_mut().remove_header("Upgrade");
+    assert!(!session.is_upgrade_req());
+}

@@ -61,6 +61,9 @@ pub struct HttpSession {
     // it handed out whole (`read_resp_header_parts`), kept instead of a copy.
     handed_out: Option<RespFacts>,
     request_written: Option<Box<RequestHeader>>,
+    // colorgate patch 66: whether `request_written` is an upgrade request,
+    // decided once as it is written, not looked up for each question.
+    upgrade_req: bool,
     bytes_sent: usize,
     /// Total response body payload bytes received from upstream
     body_recv: usize,
@@ -168,6 +171,7 @@ impl HttpSession {
             plain_framing: None,
             handed_out: None,
             request_written: None,
+            upgrade_req: false,
             read_timeout: None,
             write_timeout: None,
             digest,
@@ -243,6 +247,7 @@ impl HttpSession {
             .or_err(WriteError, "flushing request header")?;
 
         // write was successful
+        self.upgrade_req = is_upgrade_req(&req);
         self.request_written = Some(req);
         Ok(to_wire.len())
     }
@@ -848,10 +853,7 @@ impl HttpSession {
 
     /// Whether this request is for upgrade
     pub fn is_upgrade_req(&self) -> bool {
-        match self.request_written.as_deref() {
-            Some(req) => is_upgrade_req(req),
-            None => false,
-        }
+        self.request_written.is_some() && self.upgrade_req
     }
 
     /// `Some(true)` if the this is a successful upgrade

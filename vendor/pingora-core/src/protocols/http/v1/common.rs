@@ -355,6 +355,8 @@ fn from_digits(bytes: &[u8]) -> Option<u64> {
 #[derive(Default)]
 pub(crate) struct FramingScan {
     transfer_encoding: bool,
+    /// colorgate patch 66: an `Upgrade` line.
+    upgrade: bool,
     content_length_lines: u32,
     /// The last `Content-Length` line's value, if it is digits only.
     content_length: Option<u64>,
@@ -370,12 +372,17 @@ impl FramingScan {
                 self.content_length_lines += 1;
                 self.content_length = from_digits(value);
             }
+            7 if name.eq_ignore_ascii_case(b"upgrade") => self.upgrade = true,
             _ => {}
         }
     }
 
     pub(crate) fn has_transfer_encoding(&self) -> bool {
         self.transfer_encoding
+    }
+
+    pub(crate) fn has_upgrade(&self) -> bool {
+        self.upgrade
     }
 
     pub(crate) fn has_content_length(&self) -> bool {

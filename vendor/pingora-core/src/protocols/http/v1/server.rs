@@ -220,6 +220,10 @@ pub struct HttpSession {
     // plain (see `FramingScan::plain`) and the header has not been lent out
     // mutably since: known without looking either framing header up.
     plain_framing: Option<Option<usize>>,
+    // colorgate patch 66: whether the request header as read has an
+    // `Upgrade` line, while it has not been lent out mutably since (as
+    // `plain_framing`): each response asked three times by looking it up.
+    upgrade_line: Option<bool>,
     /// An internal buffer that holds a copy of the request body up to a certain size
     retry_buffer: Option<FixedBuffer>,
     /// colorgate patch 64: body pieces the application read before
@@ -311,6 +315,7 @@ impl HttpSession {
             response_written: None,
             request_header: None,
             plain_framing: None,
+            upgrade_line: None,
             read_timeout: Some(Duration::from_secs(60)),
             write_timeout: None,
             total_drain_timeout: None,
@@ -584,6 +589,7 @@ impl HttpSession {
                         self.preread_body = Some(preread_body);
                         self.request_header = Some(request_header);
                         self.plain_framing = framing.plain();
+                        self.upgrade_line = Some(framing.has_upgrade());
 
                         self.body_reader.reinit();
                         self.pipelined_idle_bytes_stashed = false;
@@ -714,6 +720,7 @@ impl HttpSession {
     pub fn req_header_mut(&mut self) -> &mut RequestHeader {
         // colorgate patch 28: whoever borrows it may add a framing header.
         self.plain_framing = None;
+        self.upgrade_line = None;
         self.request_header
             .as_mut()
             .expect("Request header is not read yet")
@@ -775,9 +782,11 @@ impl HttpSession {
 
     /// Is the request a upgrade request
     pub fn is_upgrade_req(&self) -> bool {
-        match self.request_header.as_deref() {
-            Some(req) => is_upgrade_req(req),
-            None => false,
+        match (self.request_header.as_deref(), self.upgrade_line) {
+            // colorgate patch 66: as `is_upgrade_req` finds it, unlooked.
+            (Some(req), Some(upgrade)) => upgrade && req.version == Version::HTTP_11,
+            (Some(req), None) => is_upgrade_req(req),
+            (None, _) => false,
         }
     }
 
