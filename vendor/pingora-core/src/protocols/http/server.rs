@@ -59,9 +59,9 @@ impl ReusableHttpStream {
 
 /// HTTP server session object for both HTTP/1.x and HTTP/2
 pub enum Session {
-    // colorgate patch 65: each kind boxed, so that this enum is two words and
-    // not the largest session (768 bytes), copied each time a request's
-    // future takes it by value.
+    // colorgate patch 65: each kind boxed, so that this enum is three words
+    // (a custom session's pointer is two) and not the largest session (768
+    // bytes), copied each time a request's future takes it by value.
     H1(Box<SessionV1>),
     H2(Box<SessionV2>),
     Subrequest(Box<SessionSubrequest>),
