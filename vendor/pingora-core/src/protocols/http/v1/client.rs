@@ -184,7 +184,6 @@ impl HttpSession {
         }
     }
 
-    /// Create a new http client session and apply peer options
     /// colorgate patch 65: [`Self::new_with_options`] built in place in its
     /// box, which [`super::super::client::HttpSession`] holds.
     pub fn new_with_options_boxed<P: crate::upstreams::peer::Peer>(
@@ -196,6 +195,7 @@ impl HttpSession {
         session
     }
 
+    /// Create a new http client session and apply peer options
     pub fn new_with_options<P: crate::upstreams::peer::Peer>(stream: Stream, peer: &P) -> Self {
         let mut session = Self::new(stream);
         session.apply_peer_options(peer);

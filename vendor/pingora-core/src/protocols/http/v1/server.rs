@@ -279,9 +279,6 @@ pub struct HttpSession {
 }
 
 impl HttpSession {
-    /// Create a new http server session from an established (TCP or TLS) [`Stream`].
-    /// The created session needs to call [`Self::read_request()`] first before performing
-    /// any other operations.
     /// colorgate patch 65: [`Self::new`] built in place in its box, which
     /// [`super::server::Session`] holds; built on the stack, the session
     /// (768 bytes) was copied into the box.
@@ -289,6 +286,9 @@ impl HttpSession {
         Box::write(Box::new_uninit(), Self::new(underlying_stream))
     }
 
+    /// Create a new http server session from an established (TCP or TLS) [`Stream`].
+    /// The created session needs to call [`Self::read_request()`] first before performing
+    /// any other operations.
     pub fn new(underlying_stream: Stream) -> Self {
         // TODO: maybe we should put digest in the connection itself
         let digest = Box::new(Digest {
@@ -795,7 +795,6 @@ impl HttpSession {
         self.get_header(name).map_or(b"", |v| v.as_bytes())
     }
 
-    /// Read the request body. `Ok(None)` when there is no (more) body to read.
     /// colorgate patch 64: hand back the body the application read whole
     /// (request buffering), so that it is read again, piece by piece, as
     /// if it were arriving: by the proxy, which sends it upstream with its
@@ -804,6 +803,7 @@ impl HttpSession {
         self.replay = pieces.into();
     }
 
+    /// Read the request body. `Ok(None)` when there is no (more) body to read.
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
         // colorgate patch 64: the pieces handed back come first.
         if let Some(piece) = self.replay.pop_front() {

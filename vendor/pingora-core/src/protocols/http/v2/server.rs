@@ -536,7 +536,6 @@ impl HttpSession {
         &mut self.request_header
     }
 
-    /// Read request body bytes. `None` when there is no more body to read.
     /// colorgate patch 64: hand back the body the application read whole
     /// (request buffering), so that it is read again, piece by piece, as
     /// if it were arriving: by the proxy, which sends it upstream with its
@@ -545,6 +544,7 @@ impl HttpSession {
         self.replay = pieces.into();
     }
 
+    /// Read request body bytes. `None` when there is no more body to read.
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
         // colorgate patch 64: the pieces handed back come first.
         if let Some(piece) = self.replay.pop_front() {
