@@ -121,7 +121,12 @@ impl AccessLog {
         if let Some(w) = pending.take() {
             let spawned = std::thread::Builder::new()
                 .name("access-log".into())
-                .spawn(move || w.run());
+                .spawn(move || {
+                    // Started by the first request's thread, whose CPU
+                    // pinning (`server.cpu_affinity`) it would inherit.
+                    pingora_runtime::unpin_current_thread();
+                    w.run()
+                });
             if let Err(e) = spawned {
                 // The receivers are gone with the closure: lines count as dropped.
                 log::error!("access log: cannot start the writer thread: {e}");

@@ -1537,19 +1537,37 @@ fn cpu_affinity_pins_each_listener_thread_to_one_cpu() {
         }
     }
 
-    let mut got = listener_thread_cpus(&pinned);
+    let mut got = listener_thread_cpus(&pinned, threads);
     got.sort();
     let mut want: Vec<_> = (0..threads)
         .map(|i| vec![allowed[i % allowed.len()]])
         .collect();
     want.sort();
     assert_eq!(got, want);
-    assert_eq!(listener_thread_cpus(&free), vec![allowed.clone(); threads]);
+    assert_eq!(
+        listener_thread_cpus(&free, threads),
+        vec![allowed.clone(); threads]
+    );
+
+    // The helper threads a listener thread starts on its first requests
+    // (Pingora's timer clock, the access-log writer) would inherit its
+    // CPU: they run on every CPU the process may use, as nginx's helper
+    // processes do, and leave that listener thread its CPU.
+    pinned.wait_access_log(threads, IO_TIMEOUT);
+    for helper in ["Timer thread", "access-log"] {
+        let cpus: Vec<_> = pinned
+            .thread_statuses()
+            .iter()
+            .filter(|(name, _)| name == helper)
+            .map(|(_, status)| cpus_allowed(status))
+            .collect();
+        assert_eq!(cpus, vec![allowed.clone()], "{helper}");
+    }
 }
 
-/// The CPUs of each of the gateway's listener threads.
-fn listener_thread_cpus(gw: &common::Gateway) -> Vec<Vec<usize>> {
-    gw.listener_thread_statuses()
+/// The CPUs of each of the gateway's `n` listener threads.
+fn listener_thread_cpus(gw: &common::Gateway, n: usize) -> Vec<Vec<usize>> {
+    gw.listener_thread_statuses(n)
         .iter()
         .map(|s| cpus_allowed(s))
         .collect()
@@ -1586,21 +1604,14 @@ fn per_thread_runtimes_keep_each_connection_and_its_socket_on_one_thread() {
         .start();
     // Handed out in turn: one connection on each thread.
     let mut conns = [gw.conn(), gw.conn()];
-    // A helper thread the first connection starts (Pingora's timer clock)
-    // carries its creator's name until it sets its own: counted only once
-    // it has.
-    eventually(IO_TIMEOUT, || {
-        (gw.listener_thread_wakeups().len() == 2).then_some(())
-    });
     let n = 200;
     for (c, conn) in conns.iter_mut().enumerate() {
-        let before = gw.listener_thread_wakeups();
-        assert_eq!(before.len(), 2, "two listener threads");
+        let before = gw.listener_thread_wakeups(2);
         for i in 0..n {
             let resp = conn.send("GET", &format!("/conn/{c}/{i}"), &[], b"");
             assert_eq!(resp.status, 200);
         }
-        let after = gw.listener_thread_wakeups();
+        let after = gw.listener_thread_wakeups(2);
         let mut woke: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
         woke.sort();
         // The busy thread sleeps between most requests (fewer when the

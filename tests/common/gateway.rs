@@ -250,27 +250,50 @@ impl Gateway {
     pub fn config(&self) -> &GatewayConfig {
         &self.cfg
     }
-    /// `/proc/<pid>/task/<tid>/status` of each worker thread of the
-    /// listeners (threads named after a listener's address, which the
-    /// kernel cuts to 15 bytes: "colorgate 127.0").
-    pub fn listener_thread_statuses(&self) -> Vec<String> {
+    /// `(name, /proc/<pid>/task/<tid>/status)` of each of the gateway's
+    /// threads.
+    pub fn thread_statuses(&self) -> Vec<(String, String)> {
         let tasks = format!("/proc/{}/task", self.pid());
         let mut out = Vec::new();
         for task in std::fs::read_dir(tasks).expect("the gateway's /proc/<pid>/task") {
             let dir = task.expect("a task entry").path();
             let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-            if comm.starts_with("colorgate 127.") {
-                if let Ok(status) = std::fs::read_to_string(dir.join("status")) {
-                    out.push(status);
-                }
+            if let Ok(status) = std::fs::read_to_string(dir.join("status")) {
+                out.push((comm.trim_end().to_string(), status));
             }
         }
         out
     }
-    /// How often each listener thread has gone to sleep and been woken
-    /// (`voluntary_ctxt_switches`), in `listener_thread_statuses` order.
-    pub fn listener_thread_wakeups(&self) -> Vec<u64> {
-        self.listener_thread_statuses()
+    /// `/proc/<pid>/task/<tid>/status` of each of the `n` worker threads of
+    /// the listeners (threads named after a listener's address, which the
+    /// kernel cuts to 15 bytes: "colorgate 127.0"). A helper thread that a
+    /// listener thread starts (Pingora's timer clock, the access-log writer)
+    /// carries its creator's name until it sets its own: this waits until
+    /// exactly `n` threads have the name.
+    pub fn listener_thread_statuses(&self, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + http::IO_TIMEOUT;
+        loop {
+            let threads = self.thread_statuses();
+            let listeners: Vec<String> = threads
+                .iter()
+                .filter(|(name, _)| name.starts_with("colorgate 127."))
+                .map(|(_, status)| status.clone())
+                .collect();
+            if listeners.len() == n {
+                return listeners;
+            }
+            let names: Vec<&String> = threads.iter().map(|(name, _)| name).collect();
+            assert!(
+                Instant::now() < deadline,
+                "not {n} listener threads: {names:?}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+    /// How often each of the `n` listener threads has gone to sleep and been
+    /// woken (`voluntary_ctxt_switches`), in `listener_thread_statuses` order.
+    pub fn listener_thread_wakeups(&self, n: usize) -> Vec<u64> {
+        self.listener_thread_statuses(n)
             .iter()
             .map(|s| {
                 s.lines()

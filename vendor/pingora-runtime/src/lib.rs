@@ -611,6 +611,34 @@ mod affinity {
         }
     }
 
+    /// colorgate patch 67: let the calling thread run on every CPU the
+    /// process may use: those of its main thread, which is never pinned.
+    /// A thread inherits its creator's CPUs, so a helper thread that a
+    /// pinned thread starts (a timer clock, a log writer, the blocking pool)
+    /// would otherwise share that one CPU with it.
+    #[cfg(target_os = "linux")]
+    pub fn unpin_current_thread() {
+        // SAFETY: as above; the main thread's id is the process id, pid 0
+        // the calling thread.
+        let rc = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            let size = std::mem::size_of::<libc::cpu_set_t>();
+            match libc::sched_getaffinity(libc::getpid(), size, &mut set) {
+                0 => libc::sched_setaffinity(0, size, &set),
+                e => e,
+            }
+        };
+        if rc != 0 {
+            log::warn!(
+                "cpu_affinity: cannot unpin a helper thread: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn unpin_current_thread() {}
+
     #[cfg(not(target_os = "linux"))]
     pub fn allowed_cpus() -> Vec<usize> {
         log::warn!("cpu_affinity is only supported on Linux; threads run unpinned");
@@ -620,6 +648,8 @@ mod affinity {
     #[cfg(not(target_os = "linux"))]
     pub fn pin_current_thread(_cpu: usize) {}
 }
+
+pub use affinity::unpin_current_thread;
 
 // only NoStealRuntime set the pools in thread threads
 // colorgate patch: a std thread-local, with the caller's turn (see
@@ -709,6 +739,10 @@ impl NoStealRuntime {
             let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
             let mut builder = Builder::new_current_thread();
             builder.enable_all();
+            if cpu.is_some() {
+                // colorgate patch 67: a pinned thread's blocking pool is not.
+                builder.on_thread_start(affinity::unpin_current_thread);
+            }
             apply_blocking_opts(&mut builder, &self.blocking_opts);
             apply_metrics_opts(&mut builder, &self.runtime_opts.metrics);
             let rt = builder
@@ -953,6 +987,25 @@ mod tests {
             let cpus = rx.recv_timeout(Duration::from_secs(10)).expect("task ran");
             assert_eq!(cpus, vec![allowed[i % allowed.len()]], "thread {i}");
         }
+        // colorgate patch 67: what a pinned thread starts runs anywhere: its
+        // blocking pool, and a thread that unpins itself.
+        let (tx, rx) = std::sync::mpsc::channel();
+        r.get_runtime_at(0).spawn(async move {
+            let blocking = tokio::task::spawn_blocking(own_cpus).await;
+            let helper = std::thread::spawn(|| {
+                let inherited = own_cpus();
+                unpin_current_thread();
+                (inherited, own_cpus())
+            })
+            .join();
+            tx.send((own_cpus(), blocking.ok(), helper.ok()))
+        });
+        let (own, blocking, helper) = rx.recv_timeout(Duration::from_secs(10)).expect("task ran");
+        assert_eq!(own, vec![allowed[0]], "the pinned thread stays pinned");
+        assert_eq!(blocking, Some(allowed.clone()), "its blocking pool");
+        let (inherited, unpinned) = helper.expect("the helper thread ran");
+        assert_eq!(inherited, vec![allowed[0]], "a new thread inherits the pin");
+        assert_eq!(unpinned, allowed, "until it unpins itself");
         pinned.shutdown_timeout(Duration::from_secs(1));
 
         // Without the option, threads keep the process's whole mask.

@@ -51,7 +51,13 @@ fn check_clock_thread_at(tm: &Arc<TimerManager>, since_zero: Duration) {
     if tm.should_i_start_clock_at(since_zero) {
         std::thread::Builder::new()
             .name("Timer thread".into())
-            .spawn(|| TIMER_MANAGER.clock_thread())
+            .spawn(|| {
+                // colorgate patch 67: started by whichever thread sets the
+                // first timer, perhaps one pinned to a CPU, whose CPUs a new
+                // thread inherits; the clock ticks on any.
+                pingora_runtime::unpin_current_thread();
+                TIMER_MANAGER.clock_thread()
+            })
             .unwrap();
     }
 }
