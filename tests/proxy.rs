@@ -206,6 +206,37 @@ fn answer_as_sent(gw: &common::Gateway, request: &str) -> String {
     String::from_utf8_lossy(&gw.raw_answer(request.as_bytes())).into_owned()
 }
 
+/// An answer without a length may be a stream the upstream writes as it
+/// goes (progress, server-sent events): its header reaches the client at
+/// once, as nginx sends it, not with the first piece of its body. One with
+/// a length may wait for its body.
+#[test]
+fn the_header_of_an_answer_without_a_length_goes_out_before_its_body() {
+    let upstream = Upstream::start();
+    let gw = config(&upstream).start();
+    let mut conn = gw.conn();
+    conn.write(
+        format!(
+            "GET /chunked-answer/held-body HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n",
+            gw.port()
+        )
+        .as_bytes(),
+    );
+
+    // The upstream holds the body until it is released.
+    let (status, headers) = conn.read_head().expect("the header, before the body");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(upstream.in_flight(), 1, "the body is still held");
+    upstream.release_bodies();
+    let body = conn.read_body(&headers);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()["uri"],
+        "/chunked-answer/held-body"
+    );
+    // Framed as it came: the connection serves the next request.
+    assert_eq!(conn.send("GET", "/next", &[], b"").status, 200);
+}
+
 #[test]
 fn bytes_past_an_upstream_content_length_are_dropped_with_its_connection() {
     // As nginx ("upstream sent more data than specified"): the client gets

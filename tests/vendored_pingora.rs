@@ -267,3 +267,61 @@ fn a_host_is_judged_as_before_the_one_pass_check() {
     }
     assert_eq!(checked, 1 + 11 + 121 + 1331 + 14641 + 161051);
 }
+
+/// Vendor patch 69: the upstream session learns a request's framing and its
+/// `Upgrade` line from the fields as it writes them, not by looking them up
+/// after: the body is framed, and an upgrade known, as the fields say.
+#[tokio::test]
+async fn a_request_sent_upstream_is_framed_by_the_fields_it_was_written_with() {
+    /// The fields, what `hello` then puts on the wire, and whether the
+    /// request is an upgrade.
+    type Case = (&'static [(&'static str, &'static str)], &'static [u8], bool);
+    let cases: [Case; 6] = [
+        (&[("Content-Length", "5")], b"hello", false),
+        (
+            &[("Transfer-Encoding", "chunked")],
+            b"5\r\nhello\r\n",
+            false,
+        ),
+        // Two lines, one value: the full rules decide.
+        (
+            &[("Content-Length", "5"), ("content-length", "5")],
+            b"hello",
+            false,
+        ),
+        (&[("Content-Length", "5, 5")], b"hello", false),
+        // No length: a request without one has no body.
+        (&[], b"", false),
+        (&[("Upgrade", "websocket")], b"", true),
+    ];
+    for (fields, wire, upgrade) in cases {
+        let (mut upstream, stream) = pair();
+        let mut session = client::HttpSession::new(Box::new(stream));
+        let mut req = RequestHeader::build("POST", b"/image", None).unwrap();
+        for (name, value) in fields {
+            req.append_header(name.to_string(), *value).unwrap();
+        }
+        session.write_request_header(Box::new(req)).await.unwrap();
+        let mut head = vec![0u8; 512];
+        let n = upstream.read(&mut head).await.unwrap();
+        assert!(head[..n].ends_with(b"\r\n\r\n"), "{fields:?}");
+
+        let written = session.write_body(b"hello").await.unwrap();
+        assert_eq!(written.is_some(), !wire.is_empty(), "{fields:?}");
+        if !wire.is_empty() {
+            let mut sent = vec![0u8; wire.len()];
+            upstream.read_exact(&mut sent).await.unwrap();
+            assert_eq!(sent, wire, "{fields:?}");
+        }
+        assert_eq!(session.is_upgrade_req(), upgrade, "{fields:?}");
+    }
+
+    // HTTP/1.0 has no upgrade, whatever its fields say.
+    let (_upstream, stream) = pair();
+    let mut session = client::HttpSession::new(Box::new(stream));
+    let mut req = RequestHeader::build("GET", b"/ws", None).unwrap();
+    req.set_version(http::Version::HTTP_10);
+    req.append_header("Upgrade", "websocket").unwrap();
+    session.write_request_header(Box::new(req)).await.unwrap();
+    assert!(!session.is_upgrade_req());
+}

@@ -303,6 +303,17 @@ impl Conn {
         read_headers(&mut self.reader);
         Some(line)
     }
+    /// The status line and header of the next answer, its body left unread
+    /// (the header of a stream, read before its body is sent); `None` if the
+    /// connection ended or stayed silent for `IO_TIMEOUT` first.
+    pub fn read_head(&mut self) -> Option<(String, Vec<(String, String)>)> {
+        let line = read_line(&mut self.reader)?;
+        Some((line, read_headers(&mut self.reader)))
+    }
+    /// The body of the answer whose head [`Conn::read_head`] read.
+    pub fn read_body(&mut self, headers: &[(String, String)]) -> Vec<u8> {
+        read_body(&mut self.reader, headers, true)
+    }
     /// Sends one more header line every 100 ms (the wait for the gateway to
     /// hang up is the pause) until the gateway closes the connection: the
     /// number of lines sent, or `None` if it was still open after `max` lines.

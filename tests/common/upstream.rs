@@ -10,6 +10,8 @@
 //!   `CONTENT-LENGTH` in capitals; in chunks, announced as `transfer-ENCODING: chunked`;
 //!   or by closing the connection after it (no length, `Connection: close`);
 //! - `/own-security-headers`: add `X-Frame-Options` and `X-Content-Type-Options` of its own;
+//! - `/held-body`: send the header at once and the body only once
+//!   [`Upstream::release_bodies`] is called (a stream the upstream writes as it goes);
 //! - `/hangup`: answer as usual, keep-alive, then send FIN (an upstream whose keep-alive
 //!   timer fired while the connection sat idle in the gateway's pool). The read side stays
 //!   open, so a request the gateway still sends on it is recorded (and never answered);
@@ -17,7 +19,9 @@
 //!   `{"ok":true,"method":..,"uri":..,"headers":{lowercase name: value},"body_len":N}`
 //!   (repeated headers are joined with ", ").
 
-use super::http::{chunked, find_header, lowercase_names, read_body, read_header_lines, read_line};
+use super::http::{
+    chunked, find_header, lowercase_names, read_body, read_header_lines, read_line, IO_TIMEOUT,
+};
 use std::collections::HashMap;
 use std::io::{BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -60,6 +64,8 @@ struct Shared {
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     hangups: AtomicUsize,
+    /// `/held-body` answers send their bodies once this is set.
+    bodies_released: AtomicBool,
 }
 
 pub struct Upstream {
@@ -137,6 +143,10 @@ impl Upstream {
     /// Connections `/hangup` has sent FIN on so far.
     pub fn hangups(&self) -> usize {
         self.shared.hangups.load(SeqCst)
+    }
+    /// Lets `/held-body` answers send their bodies.
+    pub fn release_bodies(&self) {
+        self.shared.bodies_released.store(true, SeqCst);
     }
     /// Requests received but not yet answered right now.
     pub fn in_flight(&self) -> usize {
@@ -295,11 +305,20 @@ fn serve(sh: &Shared, stream: TcpStream, conn: usize) {
         }
         head += "\r\n";
         let mut bytes = head.into_bytes();
-        if req.uri.contains("/late-body") {
+        if req.uri.contains("/late-body") || req.uri.contains("/held-body") {
             // The header alone first, so the body is read on its own.
             let _ = out.write_all(&bytes).and_then(|()| out.flush());
             bytes.clear();
             thread::sleep(Duration::from_millis(50));
+        }
+        if req.uri.contains("/held-body") {
+            let deadline = Instant::now() + IO_TIMEOUT;
+            while !sh.bodies_released.load(SeqCst)
+                && !sh.stop.load(SeqCst)
+                && Instant::now() < deadline
+            {
+                thread::sleep(Duration::from_millis(5));
+            }
         }
         if req.method != "HEAD" && status != 204 && status != 304 {
             if chunks {

@@ -323,9 +323,27 @@ impl RequestHeader {
     ///
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(self.header_name_map.map(), &self.base.headers, buf, |_| {
-            false
-        });
+        self.header_to_h1_wire_seen(buf, |_, _| {})
+    }
+
+    /// colorgate patch 69: [`Self::header_to_h1_wire`], showing `seen`
+    /// each field of the map as it is written, so that a writer learns
+    /// what it needs of them (the framing) without looking each up again.
+    /// The fields of [`Self::set_h1_extra_fields`] are not shown.
+    pub fn header_to_h1_wire_seen(
+        &self,
+        buf: &mut impl BufMut,
+        mut seen: impl FnMut(&HeaderName, &HeaderValue),
+    ) {
+        header_to_h1_wire(
+            self.header_name_map.map(),
+            &self.base.headers,
+            buf,
+            |name, value| {
+                seen(name, value);
+                false
+            },
+        );
         // colorgate patch 45
         if let Some(fields) = &self.h1_extra_fields {
             buf.put_slice(fields);
@@ -770,19 +788,24 @@ impl ResponseHeader {
     ///
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(self.header_name_map.map(), &self.base.headers, buf, |_| {
-            false
-        })
+        header_to_h1_wire(
+            self.header_name_map.map(),
+            &self.base.headers,
+            buf,
+            |_, _| false,
+        )
     }
 
     /// colorgate patch 52: [`Self::header_to_h1_wire`] without the fields
-    /// whose names `skip` picks: a writer that sends fields of those names
-    /// itself (`Date`, `Connection`) leaves the map as it is instead of
-    /// replacing them in it.
+    /// `skip` picks: a writer that sends fields of those names itself
+    /// (`Date`, `Connection`) leaves the map as it is instead of replacing
+    /// them in it. Patch 69: `skip` sees every field of the map, values
+    /// too, so that the writer learns what it needs of them (the framing)
+    /// in the same pass.
     pub fn header_to_h1_wire_except(
         &self,
         buf: &mut impl BufMut,
-        skip: impl Fn(&HeaderName) -> bool,
+        skip: impl FnMut(&HeaderName, &HeaderValue) -> bool,
     ) {
         header_to_h1_wire(self.header_name_map.map(), &self.base.headers, buf, skip)
     }
@@ -1202,7 +1225,7 @@ fn header_to_h1_wire(
     key_map: Option<&CaseMap>,
     value_map: &HMap,
     buf: &mut impl BufMut,
-    skip: impl Fn(&HeaderName) -> bool,
+    mut skip: impl FnMut(&HeaderName, &HeaderValue) -> bool,
 ) {
     const CRLF: &[u8; 2] = b"\r\n";
     const HEADER_KV_DELIMITER: &[u8; 2] = b": ";
@@ -1215,7 +1238,7 @@ fn header_to_h1_wire(
             .zip(value_map.iter())
             .for_each(|((h1, case_header), (h2, val))| {
                 assert_eq!(h1, h2, "header iter mismatch {}, {}", h1, h2);
-                if skip(h2) {
+                if skip(h2, val) {
                     return;
                 }
                 buf.put_slice(case_header.as_slice());
@@ -1225,7 +1248,7 @@ fn header_to_h1_wire(
             });
     } else {
         for (header, value) in value_map {
-            if skip(header) {
+            if skip(header, value) {
                 continue;
             }
             let titled_header =
@@ -1305,6 +1328,12 @@ mod tests {
         assert_eq!(wire(&req.clone()), wire(&req));
         // Not in the map: nothing that reads it sees them.
         assert!(req.headers.get("x-real-ip").is_none());
+        // colorgate patch 69: nor does a writer that watches the map's.
+        let mut seen = vec![];
+        let mut buf: Vec<u8> = vec![];
+        req.header_to_h1_wire_seen(&mut buf, |n, v| seen.push((n.clone(), v.clone())));
+        assert_eq!(String::from_utf8(buf).unwrap(), wire(&req));
+        assert_eq!(seen, [(http::header::HOST, HeaderValue::from_static("a"))]);
     }
 
     // colorgate patch 45
@@ -1350,13 +1379,22 @@ mod tests {
             resp.append_header("Connection", "close").unwrap();
             let mut buf: Vec<u8> = vec![];
 
-            resp.header_to_h1_wire_except(&mut buf, |n| {
+            let mut seen = vec![];
+            resp.header_to_h1_wire_except(&mut buf, |n, v| {
+                seen.push(format!("{n}: {}", v.to_str().unwrap()));
                 n == http::header::DATE || n == http::header::CONNECTION
             });
 
             let mixed: &[u8] = if spelled { b"x-MiXeD: 1\r\n" } else { b"" };
             assert_eq!(buf, [&b"Content-Length: 2\r\n"[..], mixed].concat());
             assert_eq!(resp.headers.len(), if spelled { 4 } else { 3 });
+            // colorgate patch 69: every field is seen, skipped or not.
+            let mut want = vec!["date: then", "content-length: 2"];
+            if spelled {
+                want.push("x-mixed: 1");
+            }
+            want.push("connection: close");
+            assert_eq!(seen, want);
         }
     }
 

@@ -215,15 +215,24 @@ impl HttpSession {
     /// sending request body if any.
     pub async fn write_request_header(&mut self, req: Box<RequestHeader>) -> Result<usize> {
         // TODO: make sure this can only be called once
-        // init body writer
-        self.init_req_body_writer(&req);
-
-        let to_wire = http_req_header_to_wire(&req).ok_or_else(|| {
+        // colorgate patch 69: the framing and the `Upgrade` line are noted as
+        // the fields are written, not looked up (two to three hashed
+        // look-ups per request).
+        let mut noted = FramingScan::default();
+        let to_wire = req_header_to_wire_noting(&req, &mut noted).ok_or_else(|| {
             Error::explain(
                 InvalidHTTPHeader,
                 "request-line contains forbidden delimiter bytes or unsupported HTTP version",
             )
         })?;
+        // init body writer
+        match noted.plain() {
+            // No `Transfer-Encoding`, at most one `Content-Length` of digits:
+            // what `init_req_body_writer` would find. A request without a
+            // length has none.
+            Some(length) => self.body_writer.init_content_length(length.unwrap_or(0)),
+            None => self.init_req_body_writer(&req),
+        }
         trace!("Writing request header: {to_wire:?}");
 
         let write_fut = self.underlying_stream.write_all(to_wire.as_ref());
@@ -247,7 +256,8 @@ impl HttpSession {
             .or_err(WriteError, "flushing request header")?;
 
         // write was successful
-        self.upgrade_req = is_upgrade_req(&req);
+        // colorgate patch 69: `is_upgrade_req`, from the fields as written.
+        self.upgrade_req = req.version == Version::HTTP_11 && noted.has_upgrade();
         self.request_written = Some(req);
         Ok(to_wire.len())
     }
@@ -1045,6 +1055,12 @@ pub(crate) fn request_target_has_forbidden_byte(path: &[u8]) -> bool {
 // TODO: change it to to_buf
 #[inline]
 pub fn http_req_header_to_wire(req: &RequestHeader) -> Option<BytesMut> {
+    req_header_to_wire_noting(req, &mut FramingScan::default())
+}
+
+/// colorgate patch 69: [`http_req_header_to_wire`], noting each field of the
+/// header's map in `noted` as it is written.
+fn req_header_to_wire_noting(req: &RequestHeader, noted: &mut FramingScan) -> Option<BytesMut> {
     let mut buf = BytesMut::with_capacity(512);
 
     // Request-Line
@@ -1072,7 +1088,9 @@ pub fn http_req_header_to_wire(req: &RequestHeader) -> Option<BytesMut> {
     buf.put_slice(CRLF);
 
     // headers
-    req.header_to_h1_wire(&mut buf);
+    req.header_to_h1_wire_seen(&mut buf, |name, value| {
+        noted.note(name.as_str().as_bytes(), value.as_bytes())
+    });
     buf.put_slice(CRLF);
     Some(buf)
 }

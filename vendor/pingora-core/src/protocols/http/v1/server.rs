@@ -1085,7 +1085,32 @@ impl HttpSession {
 
         // Allow informational header (excluding 101) to pass through without affecting the state
         // of the request
-        if header.status == 101 || !header.status.is_informational() {
+        let sets_body = header.status == 101 || !header.status.is_informational();
+
+        // colorgate patch 54: an HTTP/1.0 client cannot read a chunked
+        // body, and a server must not send it `Transfer-Encoding` (RFC
+        // 9112 section 6.1). Without it the body is delimited by the
+        // close, as nginx sends it (the close is decided below).
+        if sets_body && self.request_header.as_deref().map(|r| r.version) == Some(Version::HTTP_10)
+        {
+            header.remove_header(&TRANSFER_ENCODING);
+        }
+
+        // Serialize header to bytes
+        // colorgate patch 69: the status line and the header's own fields
+        // first, noting the framing as they are written (it was looked up
+        // three times, hashed); the lines that what follows decides come
+        // after them.
+        let mut write_buf = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
+        let mut noted = FramingScan::default();
+        let fixed = self
+            .fixed_response_headers
+            .as_deref()
+            .filter(|_| !header.status.is_informational());
+        http_resp_head_to_buf(header, session_fields, fixed, &mut noted, &mut write_buf)
+            .map_err(|_| Error::explain(WriteError, "serializing response header"))?;
+
+        if sets_body {
             // reset request body to done for incomplete upgrade handshakes
             if let Some(upgrade_ok) = self.is_upgrade(header) {
                 if upgrade_ok {
@@ -1121,14 +1146,7 @@ impl HttpSession {
                     // continue to read body as-is, this is now just a regular request
                 }
             }
-            // colorgate patch 54: an HTTP/1.0 client cannot read a chunked
-            // body, and a server must not send it `Transfer-Encoding` (RFC
-            // 9112 section 6.1). Without it the body is delimited by the
-            // close, as nginx sends it (the close is decided below).
-            if self.request_header.as_deref().map(|r| r.version) == Some(Version::HTTP_10) {
-                header.remove_header(&TRANSFER_ENCODING);
-            }
-            self.init_body_writer(header);
+            self.init_body_writer(header, &noted);
         }
 
         // Defense-in-depth: if response body is close-delimited, mark session
@@ -1154,24 +1172,20 @@ impl HttpSession {
             true => Some(b"Connection: close\r\n"),
             false => None,
         };
-
-        // Serialize header to bytes
-        let mut write_buf = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
-        http_resp_header_to_buf(header, connection, fixed, lines, &mut write_buf)
-            .map_err(|_| Error::explain(WriteError, "serializing response header"))?;
+        http_resp_tail_to_buf(connection, fixed, lines, &mut write_buf);
 
         // Determine if we should flush
         // Don't have to flush response with content length because it is less
         // likely to be real time communication. So do flush when
         // 1. 1xx response: client needs to see it before the rest of response
         // 2. No content length: the response could be generated in real time
-        let should_flush = header.status.is_informational()
-            || header.headers.get(header::CONTENT_LENGTH).is_none();
+        let should_flush = header.status.is_informational() || !noted.has_content_length();
 
         Ok(Some((write_buf.freeze(), should_flush)))
     }
 
-    fn init_body_writer(&mut self, header: &ResponseHeader) {
+    /// colorgate patch 69: with the framing `noted` as `header` was written.
+    fn init_body_writer(&mut self, header: &ResponseHeader, noted: &FramingScan) {
         use http::StatusCode;
         /* the following responses don't have body 204, 304, and HEAD */
         if matches!(
@@ -1191,7 +1205,13 @@ impl HttpSession {
         if self.is_upgrade(header) == Some(true) {
             self.body_writer.init_close_delimited();
         } else {
-            init_body_writer_comm(&mut self.body_writer, &header.headers);
+            match noted.plain() {
+                // What `init_body_writer_comm` would find: a response
+                // without a length is delimited by the close.
+                Some(Some(length)) => self.body_writer.init_content_length(length),
+                Some(None) => self.body_writer.init_close_delimited(),
+                None => init_body_writer_comm(&mut self.body_writer, &header.headers),
+            }
         }
     }
 
@@ -2155,11 +2175,28 @@ fn parse_req_buffer<'h, 'buf>(
 /// each response). Patches 44 and 53: `fixed`'s fields replace those of
 /// the same names in `resp`, and the names it hides are left out; patch
 /// 56: `lines` follow them.
+#[cfg(test)]
 fn http_resp_header_to_buf(
     resp: &ResponseHeader,
     connection: Option<&[u8]>,
     fixed: Option<&FixedResponseHeaders>,
     lines: Option<&[u8]>,
+    buf: &mut BytesMut,
+) -> std::result::Result<(), ()> {
+    let mut noted = FramingScan::default();
+    http_resp_head_to_buf(resp, connection.is_some(), fixed, &mut noted, buf)?;
+    http_resp_tail_to_buf(connection, fixed, lines, buf);
+    Ok(())
+}
+
+/// colorgate patch 69: the status line and the header's own fields, each
+/// noted in `noted`. With `session_fields`, its `Date` and `Connection`
+/// are left out (patch 52), and those a prepared block replaces (patch 44).
+fn http_resp_head_to_buf(
+    resp: &ResponseHeader,
+    session_fields: bool,
+    fixed: Option<&FixedResponseHeaders>,
+    noted: &mut FramingScan,
     buf: &mut BytesMut,
 ) -> std::result::Result<(), ()> {
     // Status-Line
@@ -2183,11 +2220,24 @@ fn http_resp_header_to_buf(
 
     // headers
     // TODO: style: make sure Server and Date headers are the first two
-    let session_fields = connection.is_some();
-    resp.header_to_h1_wire_except(buf, |name| {
+    resp.header_to_h1_wire_except(buf, |name, value| {
+        // Every field of the map, as the look-ups it replaces saw them.
+        noted.note(name.as_str().as_bytes(), value.as_bytes());
         (session_fields && (name == header::DATE || name == header::CONNECTION))
             || fixed.is_some_and(|f| f.drops(name))
     });
+    Ok(())
+}
+
+/// colorgate patch 69: the lines after a response's own fields: `Date` and
+/// `Connection` (`connection`, patch 52), the prepared block (patch 44),
+/// this response's lines (patch 56), and the blank line.
+fn http_resp_tail_to_buf(
+    connection: Option<&[u8]>,
+    fixed: Option<&FixedResponseHeaders>,
+    lines: Option<&[u8]>,
+    buf: &mut BytesMut,
+) {
     if let Some(connection) = connection {
         date::put_date_line(buf);
         buf.put_slice(connection);
@@ -2200,7 +2250,6 @@ fn http_resp_header_to_buf(
     }
 
     buf.put_slice(CRLF);
-    Ok(())
 }
 
 #[cfg(test)]
