@@ -325,3 +325,82 @@ async fn a_request_sent_upstream_is_framed_by_the_fields_it_was_written_with() {
     session.write_request_header(Box::new(req)).await.unwrap();
     assert!(!session.is_upgrade_req());
 }
+
+/// Vendor patch 70: whether a connection is kept follows the first
+/// `Connection` line of what was read and written, noted as the headers
+/// are parsed and written rather than looked up afterwards; a request
+/// header lent out to be changed is looked at again.
+#[tokio::test]
+async fn keep_alive_follows_the_connection_lines_as_read_and_written() {
+    const EMPTY: &str = "Content-Length: 0\r\n\r\n";
+    // Upstream: (the request's `Connection`, the answer's head, kept?)
+    let upstream_cases = [
+        (None, "HTTP/1.1 200 OK\r\n", true),
+        (None, "HTTP/1.1 200 OK\r\nConnection: close\r\n", false),
+        (
+            Some("close"),
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\n",
+            false,
+        ),
+        (None, "HTTP/1.0 200 OK\r\n", false),
+        (None, "HTTP/1.0 200 OK\r\nconnection: Keep-Alive\r\n", true),
+        (
+            None,
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nConnection: keep-alive\r\n",
+            false,
+        ),
+        (
+            None,
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n",
+            true,
+        ),
+    ];
+    for (connection, status_and_fields, kept) in upstream_cases {
+        let (mut upstream, stream) = pair();
+        let mut session = client::HttpSession::new(Box::new(stream));
+        let mut req = RequestHeader::build("GET", b"/image", None).unwrap();
+        if let Some(value) = connection {
+            req.append_header("Connection", value).unwrap();
+        }
+        session.write_request_header(Box::new(req)).await.unwrap();
+        let mut sent = [0u8; 256];
+        let _ = upstream.read(&mut sent).await.unwrap();
+        let head = format!("{status_and_fields}{EMPTY}");
+        upstream.write_all(head.as_bytes()).await.unwrap();
+        session
+            .read_resp_header_parts()
+            .await
+            .expect("response head");
+        while session.read_body_bytes().await.unwrap().is_some() {}
+        session.respect_keepalive();
+        assert_eq!(session.will_keepalive(), kept, "{connection:?} {head:?}");
+    }
+
+    // Client: (the request's head, kept?)
+    let client_cases = [
+        ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", true),
+        (
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            false,
+        ),
+        ("GET / HTTP/1.0\r\nHost: a\r\n\r\n", false),
+        (
+            "GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+            true,
+        ),
+        (
+            "GET / HTTP/1.1\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
+            false,
+        ),
+    ];
+    for (head, kept) in client_cases {
+        let (_client, mut session) = request_read(head.as_bytes()).await;
+        session.respect_keepalive();
+        assert_eq!(session.will_keepalive(), kept, "{head:?}");
+    }
+    let (_client, mut session) =
+        request_read(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
+    session.req_header_mut().remove_header("Connection");
+    session.respect_keepalive();
+    assert!(session.will_keepalive(), "the changed header decides");
+}

@@ -59,11 +59,16 @@ pub struct HttpSession {
     plain_framing: Option<Option<usize>>,
     // colorgate patch 47: what the session still needs of a response header
     // it handed out whole (`read_resp_header_parts`), kept instead of a copy.
-    handed_out: Option<RespFacts>,
+    // Patch 70: noted as the header is parsed, for the one the session
+    // holds too (it is never changed).
+    facts: Option<RespFacts>,
     request_written: Option<Box<RequestHeader>>,
     // colorgate patch 66: whether `request_written` is an upgrade request,
     // decided once as it is written, not looked up for each question.
     upgrade_req: bool,
+    // colorgate patch 70: what `request_written`'s `Connection` line says of
+    // keep-alive, noted as it is written.
+    req_keepalive: Option<bool>,
     bytes_sent: usize,
     /// Total response body payload bytes received from upstream
     body_recv: usize,
@@ -100,16 +105,21 @@ struct RespFacts {
 }
 
 impl RespFacts {
-    fn of(header: &ResponseHeader) -> Self {
-        let connection_keepalive = is_buf_keepalive(header.headers.get(header::CONNECTION));
+    /// colorgate patch 70: the facts of `header`, whose fields were `noted`
+    /// as it was parsed; only a `Keep-Alive` line after `Connection:
+    /// keep-alive` is looked up.
+    fn noted(header: &ResponseHeader, noted: &FramingScan) -> Self {
+        let connection_keepalive = noted.connection_keepalive();
         RespFacts {
             status: header.status,
             version: header.version,
             http10_transfer_encoding: header.version == Version::HTTP_10
-                && header.headers.contains_key(header::TRANSFER_ENCODING),
+                && noted.has_transfer_encoding(),
             connection_keepalive,
             keepalive_values: match connection_keepalive {
-                Some(true) => keepalive_values(header.headers.get(KEEP_ALIVE)),
+                Some(true) if noted.has_keep_alive() => {
+                    keepalive_values(header.headers.get(KEEP_ALIVE))
+                }
                 _ => (None, None),
             },
         }
@@ -169,9 +179,10 @@ impl HttpSession {
             keepalive_timeout: KeepaliveStatus::Off,
             response_header: None,
             plain_framing: None,
-            handed_out: None,
+            facts: None,
             request_written: None,
             upgrade_req: false,
+            req_keepalive: None,
             read_timeout: None,
             write_timeout: None,
             digest,
@@ -258,6 +269,7 @@ impl HttpSession {
         // write was successful
         // colorgate patch 69: `is_upgrade_req`, from the fields as written.
         self.upgrade_req = req.version == Version::HTTP_11 && noted.has_upgrade();
+        self.req_keepalive = noted.connection_keepalive();
         self.request_written = Some(req);
         Ok(to_wire.len())
     }
@@ -454,6 +466,7 @@ impl HttpSession {
                         self.raw_header = Some(BufRef(0, s));
                         self.preread_body = Some(BufRef(s, total_read));
                         self.buf = buf;
+                        self.facts = Some(RespFacts::noted(&response_header, &framing));
                         self.response_header = Some(response_header);
                         self.plain_framing = framing.plain();
                         if let Err(e) = self.validate_response() {
@@ -567,7 +580,6 @@ impl HttpSession {
             .response_header
             .take()
             .expect("read_response() returned Ok, so a header was read");
-        self.handed_out = Some(RespFacts::of(&read));
         Ok(read)
     }
 
@@ -594,19 +606,13 @@ impl HttpSession {
 
     /// Return the status code of the response if read
     pub fn get_status(&self) -> Option<StatusCode> {
-        match self.response_header.as_deref() {
-            Some(h) => Some(h.status),
-            None => self.handed_out.map(|f| f.status),
-        }
+        self.facts.map(|f| f.status)
     }
 
     /// colorgate patch 47: the facts of the response header read last,
     /// whether the session still holds it or handed it out.
     fn resp_facts(&self) -> Option<RespFacts> {
-        match self.response_header.as_deref() {
-            Some(h) => Some(RespFacts::of(h)),
-            None => self.handed_out,
-        }
+        self.facts
     }
 
     async fn do_read_body(&mut self) -> Result<Option<BufRef>> {
@@ -750,10 +756,8 @@ impl HttpSession {
     }
 
     fn is_connection_keepalive(&self, facts: Option<RespFacts>) -> Option<bool> {
-        let request_keepalive = self
-            .request_written
-            .as_ref()
-            .and_then(|req| is_buf_keepalive(req.headers.get(header::CONNECTION)));
+        // colorgate patch 70: noted as the request was written.
+        let request_keepalive = self.req_keepalive;
 
         match request_keepalive {
             // ignore what the server sends if request disables keepalive explicitly

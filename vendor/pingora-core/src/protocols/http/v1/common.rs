@@ -284,16 +284,20 @@ pub(super) fn buf_to_content_length(header_value: Option<&[u8]>) -> Result<Optio
 
 #[inline]
 pub(super) fn is_buf_keepalive(header_value: Option<&HeaderValue>) -> Option<bool> {
-    header_value.and_then(|value| {
-        let value = parse_connection_header(value.as_bytes());
-        if value.keep_alive {
-            Some(true)
-        } else if value.close {
-            Some(false)
-        } else {
-            None
-        }
-    })
+    header_value.and_then(|value| buf_keepalive(value.as_bytes()))
+}
+
+/// colorgate patch 70: [`is_buf_keepalive`] of one `Connection` value's bytes.
+#[inline]
+fn buf_keepalive(value: &[u8]) -> Option<bool> {
+    let value = parse_connection_header(value);
+    if value.keep_alive {
+        Some(true)
+    } else if value.close {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 #[inline]
@@ -360,6 +364,11 @@ pub(crate) struct FramingScan {
     content_length_lines: u32,
     /// The last `Content-Length` line's value, if it is digits only.
     content_length: Option<u64>,
+    /// colorgate patch 70: the first `Connection` line's keep-alive verdict
+    /// ([`is_buf_keepalive`]); `None` while there was no such line.
+    connection: Option<Option<bool>>,
+    /// colorgate patch 70: a `Keep-Alive` line.
+    keep_alive: bool,
 }
 
 impl FramingScan {
@@ -373,8 +382,26 @@ impl FramingScan {
                 self.content_length = from_digits(value);
             }
             7 if name.eq_ignore_ascii_case(b"upgrade") => self.upgrade = true,
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                // The first line, as a look-up (`HeaderMap::get`) finds it.
+                if self.connection.is_none() {
+                    self.connection = Some(buf_keepalive(value));
+                }
+            }
+            10 if name.eq_ignore_ascii_case(b"keep-alive") => self.keep_alive = true,
             _ => {}
         }
+    }
+
+    /// colorgate patch 70: what the first `Connection` line says of
+    /// keep-alive, as [`is_buf_keepalive`] of a look-up would.
+    pub(crate) fn connection_keepalive(&self) -> Option<bool> {
+        self.connection.flatten()
+    }
+
+    /// colorgate patch 70: whether there is a `Keep-Alive` line.
+    pub(crate) fn has_keep_alive(&self) -> bool {
+        self.keep_alive
     }
 
     pub(crate) fn has_transfer_encoding(&self) -> bool {

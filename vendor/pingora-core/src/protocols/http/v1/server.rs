@@ -224,6 +224,10 @@ pub struct HttpSession {
     // `Upgrade` line, while it has not been lent out mutably since (as
     // `plain_framing`): each response asked three times by looking it up.
     upgrade_line: Option<bool>,
+    // colorgate patch 70: what the request header's first `Connection` line
+    // says of keep-alive, noted as read, while it has not been lent out
+    // mutably since (as `plain_framing`).
+    noted_keepalive: Option<Option<bool>>,
     /// An internal buffer that holds a copy of the request body up to a certain size
     retry_buffer: Option<FixedBuffer>,
     /// colorgate patch 64: body pieces the application read before
@@ -316,6 +320,7 @@ impl HttpSession {
             request_header: None,
             plain_framing: None,
             upgrade_line: None,
+            noted_keepalive: None,
             read_timeout: Some(Duration::from_secs(60)),
             write_timeout: None,
             total_drain_timeout: None,
@@ -590,6 +595,7 @@ impl HttpSession {
                         self.request_header = Some(request_header);
                         self.plain_framing = framing.plain();
                         self.upgrade_line = Some(framing.has_upgrade());
+                        self.noted_keepalive = Some(framing.connection_keepalive());
 
                         self.body_reader.reinit();
                         self.pipelined_idle_bytes_stashed = false;
@@ -721,6 +727,7 @@ impl HttpSession {
         // colorgate patch 28: whoever borrows it may add a framing header.
         self.plain_framing = None;
         self.upgrade_line = None;
+        self.noted_keepalive = None;
         self.request_header
             .as_mut()
             .expect("Request header is not read yet")
@@ -1008,7 +1015,11 @@ impl HttpSession {
     }
 
     fn is_connection_keepalive(&self) -> Option<bool> {
-        is_buf_keepalive(self.get_header(header::CONNECTION))
+        match self.noted_keepalive {
+            // colorgate patch 70: as read, not looked up.
+            Some(noted) => noted,
+            None => is_buf_keepalive(self.get_header(header::CONNECTION)),
+        }
     }
 
     // calculate write timeout from min_send_rate if set, otherwise return write_timeout
