@@ -404,3 +404,44 @@ async fn keep_alive_follows_the_connection_lines_as_read_and_written() {
     session.respect_keepalive();
     assert!(session.will_keepalive(), "the changed header decides");
 }
+
+/// Vendor patch 71: a request on its way upstream whose authority is
+/// settled (origin form, one `Host` nginx would take, not CONNECT) skips
+/// the reconciling after the filters; it is one that validation passes.
+/// Anything else is not settled, and takes the full path.
+#[test]
+fn only_an_origin_form_request_with_one_good_host_skips_the_reconciling() {
+    use pingora_core::protocols::http::authority::{
+        settled_origin_form_authority, validate_request_authority,
+    };
+    let request = |method: &str, target: &str, hosts: &[&str]| {
+        let mut req = RequestHeader::build(method, target.as_bytes(), None).unwrap();
+        for host in hosts {
+            req.append_header("Host", *host).unwrap();
+        }
+        req
+    };
+    let settled = [
+        request("GET", "/image?x=1", &["127.0.0.1:8080"]),
+        request("POST", "/", &["[::1]:80"]),
+        request("GET", "/", &["a.b."]),
+    ];
+    for req in &settled {
+        assert!(settled_origin_form_authority(req), "{req:?}");
+        assert!(validate_request_authority(req).is_ok(), "{req:?}");
+    }
+    let unsettled = [
+        request("GET", "http://a/image", &["a"]),
+        request("CONNECT", "a:443", &["a:443"]),
+        request("CONNECT", "/", &["a"]),
+        request("OPTIONS", "*", &["a"]),
+        request("GET", "/", &[]),
+        request("GET", "/", &["a", "a"]),
+        request("GET", "/", &["user@a"]),
+        request("GET", "/", &["a..b"]),
+        request("GET", "/", &["a b"]),
+    ];
+    for req in &unsettled {
+        assert!(!settled_origin_form_authority(req), "{req:?}");
+    }
+}

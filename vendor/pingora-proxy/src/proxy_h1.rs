@@ -20,7 +20,7 @@ use crate::proxy_cache::{range_filter::RangeBodyFilter, ServeFromCache};
 use crate::proxy_common::*;
 use pingora_cache::CachePhase;
 use pingora_core::protocols::http::{
-    authority::{raw_target_authority, validate_request_authority},
+    authority::{raw_target_authority, settled_origin_form_authority, validate_request_authority},
     custom::CUSTOM_MESSAGE_QUEUE_SIZE,
     v1::common::is_upgrade_req as is_h1_upgrade_req,
 };
@@ -93,7 +93,8 @@ where
         }
 
         // Reconcile and revalidate after request filters, which can mutate Host, URI, or target.
-        if authority_policy.is_standard() {
+        // colorgate patch 71: not when they left nothing to reconcile.
+        if authority_policy.is_standard() && !settled_origin_form_authority(&req) {
             if let Err(e) = reconcile_upstream_authority(&mut req) {
                 return (false, true, Some(e.into_in()));
             }

@@ -89,6 +89,28 @@ pub fn validate_request_authority(req: &RequestHeader) -> Result<()> {
     Ok(())
 }
 
+/// colorgate patch 71: whether `req`, an HTTP/1 request on its way upstream
+/// after the filters, is settled as to its authority: not CONNECT, an
+/// origin-form target (`/…`) and no URI authority, and one `Host` that
+/// [`validate_request_authority`] takes. Reconciling such a request's
+/// authority with its `Host` (the proxy's `reconcile_upstream_authority`
+/// and `set_h1_host_from_authority`) changes nothing and validating it
+/// passes, so a proxy may skip them: three hashed look-ups of `Host` for
+/// the one here. Anything else takes the full path.
+pub fn settled_origin_form_authority(req: &RequestHeader) -> bool {
+    if req.method == http::Method::CONNECT
+        || req.uri.authority().is_some()
+        || req.raw_path().first() != Some(&b'/')
+    {
+        return false;
+    }
+    let mut hosts = req.headers.get_all(header::HOST).iter();
+    matches!(
+        (hosts.next(), hosts.next()),
+        (Some(host), None) if host_form(host.as_bytes()) == HostForm::Valid
+    )
+}
+
 /// Validate authority fields shared by H1 and H2 ingress.
 pub(super) fn validate_request_authority_fields(req: &RequestHeader) -> Result<()> {
     request_authority_host(req).map(|_| ())
