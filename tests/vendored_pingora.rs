@@ -445,3 +445,37 @@ fn only_an_origin_form_request_with_one_good_host_skips_the_reconciling() {
         assert!(!settled_origin_form_authority(req), "{req:?}");
     }
 }
+
+/// Vendor patch 72: the framing fields are told by name in any case, a
+/// byte at a time no longer; a name that differs only where case cannot
+/// reach (`_` for `-`) is another field.
+#[tokio::test]
+async fn framing_fields_are_known_in_any_case_and_only_by_their_own_name() {
+    for (head, body) in [
+        ("POST / HTTP/1.1\r\nHost: a\r\nCONTENT-length: 5\r\n\r\nhello", Some("hello")),
+        ("POST / HTTP/1.1\r\nHost: a\r\ncontent-length: 5\r\n\r\nhello", Some("hello")),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\ntransfer-ENCODING: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            Some("hello"),
+        ),
+        ("POST / HTTP/1.1\r\nHost: a\r\nContent_Length: 5\r\n\r\nhello", None),
+        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Lengtx: 5\r\n\r\nhello", None),
+    ] {
+        let (_client, mut session) = request_read(head.as_bytes()).await;
+        let mut got = Vec::new();
+        while let Some(piece) = session.read_body_bytes().await.unwrap() {
+            got.extend_from_slice(&piece);
+        }
+        let want = body.map_or(&b""[..], str::as_bytes);
+        assert_eq!(got, want, "{head:?}");
+    }
+    // And as a field written upstream, in the spelling of the map.
+    let (mut upstream, stream) = pair();
+    let mut session = client::HttpSession::new(Box::new(stream));
+    let mut req = RequestHeader::build("POST", b"/", None).unwrap();
+    req.append_header("CONTENT-LENGTH", "5").unwrap();
+    session.write_request_header(Box::new(req)).await.unwrap();
+    let mut head = [0u8; 256];
+    let _ = upstream.read(&mut head).await.unwrap();
+    assert_eq!(session.write_body(b"hello").await.unwrap(), Some(5));
+}
