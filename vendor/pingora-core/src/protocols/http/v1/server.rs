@@ -216,18 +216,11 @@ pub struct HttpSession {
     response_written: Option<Box<ResponseHeader>>,
     /// The parsed request header
     request_header: Option<Box<RequestHeader>>,
-    // colorgate patch 28: the request header's framing as read, when it is
-    // plain (see `FramingScan::plain`) and the header has not been lent out
-    // mutably since: known without looking either framing header up.
-    plain_framing: Option<Option<usize>>,
-    // colorgate patch 66: whether the request header as read has an
-    // `Upgrade` line, while it has not been lent out mutably since (as
-    // `plain_framing`): each response asked three times by looking it up.
-    upgrade_line: Option<bool>,
-    // colorgate patch 70: what the request header's first `Connection` line
-    // says of keep-alive, noted as read, while it has not been lent out
-    // mutably since (as `plain_framing`).
-    noted_keepalive: Option<Option<bool>>,
+    // colorgate patch 28: what the request header's fields said as read (its
+    // framing, patch 66 its `Upgrade` line, patch 70 its `Connection`),
+    // while the header has not been lent out mutably since: known without
+    // looking them up (each was asked several times per request).
+    noted: Option<FramingScan>,
     /// An internal buffer that holds a copy of the request body up to a certain size
     retry_buffer: Option<FixedBuffer>,
     /// colorgate patch 64: body pieces the application read before
@@ -318,9 +311,7 @@ impl HttpSession {
             response_h1_fields: None,
             response_written: None,
             request_header: None,
-            plain_framing: None,
-            upgrade_line: None,
-            noted_keepalive: None,
+            noted: None,
             read_timeout: Some(Duration::from_secs(60)),
             write_timeout: None,
             total_drain_timeout: None,
@@ -593,9 +584,7 @@ impl HttpSession {
                         self.buf = buf;
                         self.preread_body = Some(preread_body);
                         self.request_header = Some(request_header);
-                        self.plain_framing = framing.plain();
-                        self.upgrade_line = Some(framing.has_upgrade());
-                        self.noted_keepalive = Some(framing.connection_keepalive());
+                        self.noted = Some(framing);
 
                         self.body_reader.reinit();
                         self.pipelined_idle_bytes_stashed = false;
@@ -672,7 +661,7 @@ impl HttpSession {
         validate_request_authority(req_header)?;
 
         // colorgate patch 28: a plain framing passes everything below.
-        if self.plain_framing.is_some() {
+        if self.plain_framing().is_some() {
             return Ok(());
         }
 
@@ -720,14 +709,19 @@ impl HttpSession {
             .expect("Request header is not read yet")
     }
 
+    /// colorgate patch 28: the request's framing as read, when it is plain
+    /// (see `FramingScan::plain`) and the header has not been lent out
+    /// mutably since.
+    fn plain_framing(&self) -> Option<Option<usize>> {
+        self.noted.as_ref().and_then(FramingScan::plain)
+    }
+
     /// Return a mutable reference of the `RequestHeader` this session read
     /// # Panics
     /// this function and most other functions will panic if called before [`Self::read_request()`]
     pub fn req_header_mut(&mut self) -> &mut RequestHeader {
         // colorgate patch 28: whoever borrows it may add a framing header.
-        self.plain_framing = None;
-        self.upgrade_line = None;
-        self.noted_keepalive = None;
+        self.noted = None;
         self.request_header
             .as_mut()
             .expect("Request header is not read yet")
@@ -789,7 +783,8 @@ impl HttpSession {
 
     /// Is the request a upgrade request
     pub fn is_upgrade_req(&self) -> bool {
-        match (self.request_header.as_deref(), self.upgrade_line) {
+        let upgrade_line = self.noted.as_ref().map(FramingScan::has_upgrade);
+        match (self.request_header.as_deref(), upgrade_line) {
             // colorgate patch 66: as `is_upgrade_req` finds it, unlooked.
             (Some(req), Some(upgrade)) => upgrade && req.version == Version::HTTP_11,
             (Some(req), None) => is_upgrade_req(req),
@@ -1015,9 +1010,9 @@ impl HttpSession {
     }
 
     fn is_connection_keepalive(&self) -> Option<bool> {
-        match self.noted_keepalive {
+        match &self.noted {
             // colorgate patch 70: as read, not looked up.
-            Some(noted) => noted,
+            Some(noted) => noted.connection_keepalive(),
             None => is_buf_keepalive(self.get_header(header::CONNECTION)),
         }
     }
@@ -1114,10 +1109,7 @@ impl HttpSession {
         // after them.
         let mut write_buf = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
         let mut noted = FramingScan::default();
-        let fixed = self
-            .fixed_response_headers
-            .as_deref()
-            .filter(|_| !header.status.is_informational());
+        let (fixed, _) = self.response_lines(header.status);
         http_resp_head_to_buf(header, session_fields, fixed, &mut noted, &mut write_buf)
             .map_err(|_| Error::explain(WriteError, "serializing response header"))?;
 
@@ -1166,15 +1158,7 @@ impl HttpSession {
             self.set_keepalive(None);
         }
 
-        // colorgate patch 44: the fixed fields, on final responses, and this
-        // response's own lines (patch 56).
-        let (fixed, lines) = match &self.fixed_response_headers {
-            Some(fixed) if !header.status.is_informational() => (
-                Some(&**fixed),
-                self.response_h1_fields.as_ref().map(|f| f.as_bytes()),
-            ),
-            _ => (None, None),
-        };
+        let (fixed, lines) = self.response_lines(header.status);
 
         // colorgate patch 52: decided after everything above that may turn
         // keep-alive off, so a connection about to close says so.
@@ -1193,6 +1177,21 @@ impl HttpSession {
         let should_flush = header.status.is_informational() || !noted.has_content_length();
 
         Ok(Some((write_buf.freeze(), should_flush)))
+    }
+
+    /// colorgate patch 44: the fixed fields, on final responses, and this
+    /// response's own lines (patch 56).
+    fn response_lines(
+        &self,
+        status: http::StatusCode,
+    ) -> (Option<&FixedResponseHeaders>, Option<&[u8]>) {
+        match &self.fixed_response_headers {
+            Some(fixed) if !status.is_informational() => (
+                Some(&**fixed),
+                self.response_h1_fields.as_ref().map(|f| f.as_bytes()),
+            ),
+            _ => (None, None),
+        }
     }
 
     /// colorgate patch 69: with the framing `noted` as `header` was written.
@@ -1413,7 +1412,7 @@ impl HttpSession {
                 // if upgraded _post_ 101 (and body was not init yet)
                 // treat as upgraded body (pass through until closed)
                 self.body_reader.init_close_delimited_owned(preread_body);
-            } else if let Some(content_length) = self.plain_framing {
+            } else if let Some(content_length) = self.plain_framing() {
                 // colorgate patch 28: as below, without the lookups.
                 self.body_reader
                     .init_content_length_owned(content_length.unwrap_or(0), preread_body);
