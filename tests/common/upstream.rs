@@ -305,13 +305,16 @@ fn serve(sh: &Shared, stream: TcpStream, conn: usize) {
         }
         head += "\r\n";
         let mut bytes = head.into_bytes();
-        if req.uri.contains("/late-body") || req.uri.contains("/held-body") {
+        if req.uri.contains("/late-body") {
             // The header alone first, so the body is read on its own.
             let _ = out.write_all(&bytes).and_then(|()| out.flush());
             bytes.clear();
             thread::sleep(Duration::from_millis(50));
         }
         if req.uri.contains("/held-body") {
+            // The header alone, and the body once the test lets it go.
+            let _ = out.write_all(&bytes).and_then(|()| out.flush());
+            bytes.clear();
             let deadline = Instant::now() + IO_TIMEOUT;
             while !sh.bodies_released.load(SeqCst)
                 && !sh.stop.load(SeqCst)
