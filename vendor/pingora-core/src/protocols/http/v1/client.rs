@@ -63,12 +63,10 @@ pub struct HttpSession {
     // holds too (it is never changed).
     facts: Option<RespFacts>,
     request_written: Option<Box<RequestHeader>>,
-    // colorgate patch 66: whether `request_written` is an upgrade request,
-    // decided once as it is written, not looked up for each question.
-    upgrade_req: bool,
-    // colorgate patch 70: what `request_written`'s `Connection` line says of
-    // keep-alive, noted as it is written.
-    req_keepalive: Option<bool>,
+    // colorgate patch 66: what `request_written`'s fields said as it was
+    // written (since patch 69 its `Upgrade` line, patch 70 its
+    // `Connection`), not looked up for each question.
+    written: FramingScan,
     bytes_sent: usize,
     /// Total response body payload bytes received from upstream
     body_recv: usize,
@@ -181,8 +179,7 @@ impl HttpSession {
             plain_framing: None,
             facts: None,
             request_written: None,
-            upgrade_req: false,
-            req_keepalive: None,
+            written: FramingScan::default(),
             read_timeout: None,
             write_timeout: None,
             digest,
@@ -267,9 +264,7 @@ impl HttpSession {
             .or_err(WriteError, "flushing request header")?;
 
         // write was successful
-        // colorgate patch 69: `is_upgrade_req`, from the fields as written.
-        self.upgrade_req = req.version == Version::HTTP_11 && noted.has_upgrade();
-        self.req_keepalive = noted.connection_keepalive();
+        self.written = noted;
         self.request_written = Some(req);
         Ok(to_wire.len())
     }
@@ -757,7 +752,7 @@ impl HttpSession {
 
     fn is_connection_keepalive(&self, facts: Option<RespFacts>) -> Option<bool> {
         // colorgate patch 70: noted as the request was written.
-        let request_keepalive = self.req_keepalive;
+        let request_keepalive = self.written.connection_keepalive();
 
         match request_keepalive {
             // ignore what the server sends if request disables keepalive explicitly
@@ -867,7 +862,10 @@ impl HttpSession {
 
     /// Whether this request is for upgrade
     pub fn is_upgrade_req(&self) -> bool {
-        self.request_written.is_some() && self.upgrade_req
+        // colorgate patch 69: `is_upgrade_req`, from the fields as written.
+        self.request_written
+            .as_ref()
+            .is_some_and(|req| req.version == Version::HTTP_11 && self.written.has_upgrade())
     }
 
     /// `Some(true)` if the this is a successful upgrade
